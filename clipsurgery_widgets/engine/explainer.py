@@ -1,0 +1,199 @@
+"""Explainer: image + labels -> Explanation, with the caches that make interaction fast."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cache import FeatureStore, LRUCache, content_hash, default_cache_dir
+from .errors import TextInputError
+from .images import ImageInput, check_input_size, load_image, preprocess
+from .loading import LoadedModel, load_model, wrap_model
+from .maps import parse_target, similarity_maps
+from .results import Explanation, ImageTokens, MapSet
+from .surgery import feature_surgery
+from .text import TEMPLATES, encode_texts
+from .towers import encode_image_tokens
+
+METHODS = ("surgery", "raw", "both")
+REDUNDANCY_MODES = ("auto", "labels", "empty", "none")
+
+
+class Explainer:
+    """Explains images with one CLIP model, caching image tokens and label features.
+
+    Args:
+        model: a LoadedModel, an open_clip CLIP module, or a name for :func:`load_model`.
+        cache_dir: where label features are stored on disk; None for the default user cache dir
+            (``$CLIPSURGERY_CACHE_DIR`` overrides it), False to keep them in memory only.
+        max_cached_images: how many (image, size, depth) token sets stay in memory.
+
+    Safe to call from several threads (widgets compute in the background): model work is
+    serialised by a lock.
+    """
+
+    def __init__(self, model: LoadedModel | nn.Module | str, cache_dir: str | os.PathLike | bool | None = None,
+                 max_cached_images: int = 16):
+        if isinstance(model, str):
+            model = load_model(model)
+        elif isinstance(model, nn.Module):
+            model = wrap_model(model)
+        self.model: LoadedModel = model
+        self._tokens = LRUCache(max_cached_images)
+        self._labels: dict[tuple[str, str], torch.Tensor] = {}
+        self._store = None if cache_dir is False else FeatureStore(default_cache_dir() if cache_dir in (None, True)
+                                                                   else cache_dir)
+        self._lock = threading.RLock()
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def prepare_image(self, image: ImageInput) -> np.ndarray:
+        """Any image input -> RGB uint8 [H, W, 3] (load once, then pass the array around)."""
+        return image if _is_rgb(image) else load_image(image)
+
+    def image_tokens(self, rgb: np.ndarray, size: int | tuple[int, int] = 224, depth: int = 6,
+                     resnet_mode: str = "repo") -> ImageTokens:
+        """Raw and surgery tokens of one RGB image ([1, 1+N, D] each), cached by content and settings."""
+        hw = check_input_size(size, self.model.patch_size)
+        key = (content_hash(rgb), hw, depth if self.model.family == "vit" else resnet_mode, self.model.fingerprint)
+        cached = self._tokens.get(key)
+        if cached is not None:
+            return cached
+        pixels = preprocess(rgb, hw, self.model.mean, self.model.std, self.model.patch_size).to(self.model.device)
+        with self._lock:
+            tokens = encode_image_tokens(self.model.model, pixels, depth=depth, resnet_mode=resnet_mode)
+        tokens = ImageTokens(raw=tokens.raw.float().cpu(), surgery=tokens.surgery.float().cpu(), grid=tokens.grid)
+        self._tokens.put(key, tokens)
+        return tokens
+
+    def label_features(self, labels: Sequence[str], templates: Sequence[str] | None = TEMPLATES) -> torch.Tensor:
+        """Normalised prompt-ensembled features [T, D] (CPU float32), each label computed once."""
+        namespace = content_hash(self.model.fingerprint, tuple(templates) if templates is not None else None)
+        missing = []
+        for label in dict.fromkeys(labels):
+            if (namespace, label) in self._labels:
+                continue
+            stored = self._store.get(namespace, label) if self._store else None
+            if stored is not None:
+                self._labels[(namespace, label)] = torch.from_numpy(stored)
+            else:
+                missing.append(label)
+        if missing:
+            with self._lock:
+                feats = encode_texts(self.model.model, self.model.tokenizer, missing, templates=templates)
+            for label, feat in zip(missing, feats.float().cpu()):
+                self._labels[(namespace, label)] = feat
+                if self._store:
+                    self._store.put(namespace, label, feat.numpy())
+        return torch.stack([self._labels[(namespace, label)] for label in labels])
+
+    def empty_feature(self, templates: Sequence[str] | None = TEMPLATES) -> torch.Tensor:
+        """The redundant feature r [D]: prompt-ensembled "" (SPEC 4), computed once per model and templates."""
+        return self.label_features([""], templates)[0]
+
+    def target_features(self, targets: Sequence[str], templates: Sequence[str] | None = TEMPLATES) -> torch.Tensor:
+        """Features [T, D] of targets; an "a+b" target is the normalised mean of its parts' features."""
+        parts = [parse_target(t) for t in targets]
+        flat = self.label_features([p for ps in parts for p in ps], templates)
+        out, i = [], 0
+        for ps in parts:
+            out.append(F.normalize(flat[i:i + len(ps)].mean(0), dim=-1) if len(ps) > 1 else flat[i])
+            i += len(ps)
+        return torch.stack(out)
+
+    # --- explanation ----------------------------------------------------------------------
+
+    def explain(self, image: ImageInput, labels: Sequence[str] | str, method: str = "surgery",
+                redundancy: str = "auto", size: int | tuple[int, int] = 224, depth: int = 6,
+                templates: Sequence[str] | None = TEMPLATES, resnet_mode: str = "repo") -> Explanation:
+        """Similarity maps of ``labels`` on ``image``.
+
+        Args:
+            image: path, PIL image, array or tensor (see :func:`load_image`), or an RGB array.
+            labels: a list of labels, or one comma-separated string. "a+b" combines targets.
+            method: "surgery", "raw" (plain CLIP cosine maps) or "both" (one forward pass).
+            redundancy: feature-surgery mode for the surgery maps: "auto", "labels", "empty", "none".
+            size: model input size S or (S_h, S_w), multiples of the patch size.
+            depth: number of final blocks with the v-v path (ViT), 1..L.
+            templates: prompt templates (default the 85 of SPEC 3), or None for bare labels.
+        """
+        t0 = time.perf_counter()
+        labels = _check_labels(labels)
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, not {method!r}.")
+        if redundancy not in REDUNDANCY_MODES:
+            raise ValueError(f"redundancy must be one of {REDUNDANCY_MODES}, not {redundancy!r}.")
+        rgb = self.prepare_image(image)
+        tokens = self.image_tokens(rgb, size, depth, resnet_mode)
+        t1 = time.perf_counter()
+        text = self.target_features(labels, templates)
+        mode = ("labels" if len(labels) >= 2 else "empty") if redundancy == "auto" else redundancy
+        redundant = self.empty_feature(templates) if mode == "empty" else None
+        t2 = time.perf_counter()
+        image_size = rgb.shape[:2]
+        results: dict[str, MapSet] = {}
+        if method in ("surgery", "both"):
+            scores = feature_surgery(F.normalize(tokens.surgery, dim=-1), text, redundant=redundant, mode=mode)[0]
+            results["surgery"] = scores
+        if method in ("raw", "both"):
+            results["raw"] = feature_surgery(F.normalize(tokens.raw, dim=-1), text, mode="none")[0]
+        t3 = time.perf_counter()
+        mapsets = {name: _mapset(scores, tokens.grid, image_size) for name, scores in results.items()}
+        global_raw = F.normalize(tokens.raw[0, 0], dim=-1) @ text.T
+        scale = float(self.model.model.logit_scale.exp()) if hasattr(self.model.model, "logit_scale") else 100.0
+        probs = torch.softmax(scale * global_raw, dim=-1).numpy().astype(np.float32)
+        t4 = time.perf_counter()
+        hw = check_input_size(size, self.model.patch_size)
+        return Explanation(
+            labels=tuple(labels), image_size=(int(image_size[0]), int(image_size[1])), grid=tokens.grid,
+            input_size=hw, surgery=mapsets.get("surgery"), raw=mapsets.get("raw"), probs=probs,
+            redundancy=mode if method != "raw" else "none",
+            timings={"image": t1 - t0, "text": t2 - t1, "surgery": t3 - t2, "maps": t4 - t3, "total": t4 - t0})
+
+    def target_part_scores(self, image: ImageInput, target: str, size: int | tuple[int, int] = 224,
+                           depth: int = 6, templates: Sequence[str] | None = TEMPLATES) -> np.ndarray:
+        """Single-text surgery patch scores [N, P] of each part of an "a+b" target (for SAM points)."""
+        rgb = self.prepare_image(image)
+        tokens = self.image_tokens(rgb, size, depth)
+        parts = parse_target(target)
+        feats = F.normalize(tokens.surgery, dim=-1)
+        redundant = self.empty_feature(templates)
+        cols = [feature_surgery(feats, self.label_features([p], templates), redundant=redundant, mode="empty")[0, 1:, 0]
+                for p in parts]
+        return torch.stack(cols, dim=1).numpy().astype(np.float32)
+
+    def clear_cache(self) -> None:
+        """Forget cached image tokens and in-memory label features (the disk store is kept)."""
+        self._tokens.clear()
+        self._labels.clear()
+
+
+def _mapset(scores: torch.Tensor, grid: tuple[int, int], image_size: tuple[int, int]) -> MapSet:
+    """scores [1+N, T] -> maps at the original image size, patch and global scores."""
+    patch = scores[1:]
+    maps = similarity_maps(patch.unsqueeze(0), grid, tuple(int(s) for s in image_size))[0]
+    return MapSet(maps=maps.numpy().astype(np.float32), patch_scores=patch.numpy().astype(np.float32),
+                  global_scores=scores[0].numpy().astype(np.float32))
+
+
+def _check_labels(labels: Sequence[str] | str) -> list[str]:
+    if isinstance(labels, str):
+        # "cat, dog" is two labels; empty pieces of a comma list are dropped ("" alone is kept).
+        labels = [part.strip() for part in labels.split(",") if part.strip()] if "," in labels else [labels]
+    labels = list(labels)
+    if not labels:
+        raise TextInputError("No labels given: pass at least one label, e.g. labels=['cat', 'dog'].")
+    for label in labels:
+        if not isinstance(label, str):
+            raise TextInputError(f"Labels must be strings; got {type(label).__name__} ({label!r}).")
+    return labels
+
+
+def _is_rgb(image: object) -> bool:
+    return isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3

@@ -1,0 +1,428 @@
+"""Model loading: open_clip names with pretrained tags, local checkpoints, built models, tiny models.
+
+Everything returns a :class:`LoadedModel`, the one record the rest of the engine reads.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import pickle
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError, ModelLoadError, UnsupportedModelError
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+TINY_SEED = 0
+# Small randomly initialised configurations (RECIPES.md). Their explanations mean nothing: they
+# exist so that tests, notebooks and smoke runs work offline in milliseconds. The ViT has 6 layers
+# (RECIPES.md suggests 3) so that the default surgery depth of 6 is valid on it.
+_TINY_TEXT_CFG = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}
+TINY_CONFIGS: dict[str, dict[str, Any]] = {
+    "tiny-random-vit": {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 224, "layers": 6, "width": 64, "head_width": 32, "patch_size": 16},
+        "text_cfg": _TINY_TEXT_CFG,
+    },
+    "tiny-random-resnet": {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 224, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
+        "text_cfg": _TINY_TEXT_CFG,
+    },
+}
+SUPPORTED_FAMILIES = (
+    "open_clip ViT image towers (VisionTransformer with a class token, e.g. ViT-B-16, ViT-L-14) and "
+    "ModifiedResNet image towers (RN50, RN101, RN50x4, ...), with open_clip's own text transformer"
+)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """An open_clip CLIP model ready for explanation, with what the engine needs to know about it.
+
+    Attributes:
+        model: the open_clip ``CLIP`` module, in eval mode, on ``device``.
+        tokenizer: callable ``list[str] -> LongTensor [T, context_length]``.
+        name: model name (open_clip config name, tiny name, or ``"custom"``).
+        pretrained: pretrained tag, checkpoint path, or None.
+        family: ``"vit"`` or ``"resnet"``.
+        patch_size: pixels per grid cell (ViT patch size; 32 for ModifiedResNet).
+        image_size: native (height, width) of the image tower.
+        mean, std: per-channel normalisation used by preprocessing.
+        fingerprint: stable string identifying architecture and weights; use it as a cache key.
+        device: where the model lives.
+    """
+
+    model: nn.Module
+    tokenizer: Callable[..., torch.Tensor] = field(repr=False)
+    name: str
+    pretrained: str | None
+    family: str
+    patch_size: int
+    image_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    fingerprint: str
+    device: torch.device
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.model, "context_length", 77))
+
+
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def weights_cache_dir() -> str:
+    """Where open_clip/huggingface_hub keep downloaded weights on this machine."""
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except Exception:  # pragma: no cover - very old huggingface_hub
+        return os.path.expanduser("~/.cache/huggingface/hub")
+
+
+def load_model(
+    name: str | nn.Module = "ViT-B-16",
+    pretrained: str | None = "openai",
+    device: str | torch.device | None = None,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    quick_gelu: bool | None = None,
+    trust_checkpoint: bool = False,
+    cache_dir: str | None = None,
+) -> LoadedModel:
+    """Load a CLIP model for explanation.
+
+    Args:
+        name: an open_clip model name (``"ViT-B-16"``, ``"RN50"``, ...), ``"tiny-random-vit"`` /
+            ``"tiny-random-resnet"`` (random weights, for tests only), a path to a checkpoint file,
+            or an already-built open_clip ``CLIP`` model (wrapped, never modified).
+        pretrained: open_clip pretrained tag (``"openai"``, ``"laion2b_s34b_b88k"``, ...). Weights are
+            downloaded once into the Hugging Face cache. Ignored for tiny models and built models.
+        device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
+        checkpoint: a local weights file for architecture ``name``: an OpenAI JIT archive, an
+            OpenAI or open_clip state dict (``.pt``/``.bin``), or ``.safetensors``.
+        quick_gelu: force QuickGELU on or off; by default on for OpenAI weights (tag ``"openai"``,
+            JIT archives) and off otherwise.
+        trust_checkpoint: load pickled checkpoints with ``weights_only=False``. Only for files you
+            trust: unpickling can run arbitrary code.
+        cache_dir: where to keep downloaded weights (default: the Hugging Face cache).
+    """
+    dev = default_device(device)
+    if isinstance(name, nn.Module):
+        return wrap_model(name, device=dev)
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"load_model: name must be a model name, a checkpoint path or a CLIP model, not {type(name).__name__}")
+    name = str(name)
+    if checkpoint is None and (os.sep in name or name.endswith((".pt", ".pth", ".bin", ".safetensors"))):
+        # A path given as the name: infer the architecture from the weights.
+        checkpoint, name = name, None
+    if name in TINY_CONFIGS:
+        model = build_tiny_model(name)
+        if checkpoint is not None:
+            _load_weights_into(model, checkpoint, trust_checkpoint)
+        return _record(model, name, str(checkpoint) if checkpoint else None, dev,
+                       fingerprint=_checkpoint_fingerprint(checkpoint) if checkpoint else f"{name}/seed{TINY_SEED}")
+    if checkpoint is not None:
+        return _load_from_checkpoint(name, Path(checkpoint), pretrained, dev, quick_gelu, trust_checkpoint)
+    return _load_pretrained(name, pretrained, dev, quick_gelu, cache_dir)
+
+
+def build_tiny_model(name: str = "tiny-random-vit") -> nn.Module:
+    """A tiny randomly initialised open_clip CLIP (fixed seed; the global RNG is left untouched)."""
+    import open_clip
+
+    if name not in TINY_CONFIGS:
+        raise UnsupportedModelError(f"Unknown tiny model {name!r}; choose one of {sorted(TINY_CONFIGS)}.")
+    cfg = TINY_CONFIGS[name]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        model = open_clip.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=dict(cfg["vision_cfg"]),
+                               text_cfg=dict(cfg["text_cfg"]), quick_gelu=True)
+    return model.eval()
+
+
+def wrap_model(model: nn.Module, device: torch.device | None = None, name: str = "custom",
+               pretrained: str | None = None) -> LoadedModel:
+    """Describe an already-built open_clip CLIP model (it is moved to ``device`` only if given)."""
+    if device is not None:
+        model = model.to(device)
+    return _record(model, name, pretrained, next(model.parameters()).device,
+                   fingerprint=_parameter_fingerprint(model))
+
+
+# --- pretrained tags -----------------------------------------------------------------------
+
+def _load_pretrained(name: str, pretrained: str | None, dev: torch.device, quick_gelu: bool | None,
+                     cache_dir: str | None) -> LoadedModel:
+    import open_clip
+
+    known = open_clip.list_models()
+    if name not in known:
+        close = difflib.get_close_matches(name, known + list(TINY_CONFIGS), n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UnsupportedModelError(
+            f"Unknown model name {name!r}.{hint} See open_clip.list_models() for all names, or pass "
+            f"a local checkpoint file with checkpoint=... .")
+    check_supported_config(name, open_clip.get_model_config(name))
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if pretrained is not None and pretrained not in tags and not Path(pretrained).exists():
+        raise UnsupportedModelError(
+            f"Model {name!r} has no pretrained tag {pretrained!r}. Known tags: {', '.join(tags) or 'none'}.")
+    if quick_gelu is None:
+        quick_gelu = pretrained == "openai"
+    try:
+        model = open_clip.create_model(name, pretrained=pretrained, device=dev, force_quick_gelu=quick_gelu,
+                                       cache_dir=cache_dir, require_pretrained=pretrained is not None)
+    except Exception as exc:  # network, hub, missing file: one readable message, no hub traceback
+        raise ModelLoadError(
+            f"Could not load weights for model {name!r} with pretrained tag {pretrained!r}: "
+            f"{_first_line(exc)}. Weights are downloaded once and cached in {cache_dir or weights_cache_dir()}; "
+            f"this machine may be offline. To use a local file instead, pass "
+            f"load_model({name!r}, checkpoint='path/to/weights.pt') "
+            f"(command line: --checkpoint FILE).") from None
+    fingerprint = _short_hash(f"{name}|{pretrained}|quick_gelu={quick_gelu}")
+    return _record(model.eval(), name, pretrained, dev, fingerprint=f"{name}/{pretrained}/{fingerprint}")
+
+
+def check_supported_config(name: str, cfg: dict | None) -> None:
+    """Refuse model configs whose towers the surgery can't handle, before anything is downloaded."""
+    if not cfg:
+        return
+    vision, text = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+    problem = None
+    if vision.get("timm_model_name"):
+        problem = f"its image tower is a timm model ({vision['timm_model_name']})"
+    elif vision.get("attentional_pool") or vision.get("attn_pooler_queries") and vision.get("attentional_pool"):
+        problem = "its image tower uses an attention-pooling head"
+    elif vision.get("pool_type", "tok") != "tok" or vision.get("no_ln_pre") or vision.get("final_ln_after_pool"):
+        problem = "its image tower pools tokens differently from CLIP's class token"
+    elif text.get("hf_model_name"):
+        problem = f"its text tower is a Hugging Face model ({text['hf_model_name']})"
+    elif "multimodal_cfg" in cfg:
+        problem = "it is a captioning (CoCa) model"
+    if problem:
+        raise UnsupportedModelError(f"Model {name!r} is not supported: {problem}. Supported: {SUPPORTED_FAMILIES}.")
+
+
+# --- local checkpoints -----------------------------------------------------------------------
+
+def _load_from_checkpoint(name: str | None, path: Path, pretrained: str | None, dev: torch.device,
+                          quick_gelu: bool | None, trust: bool) -> LoadedModel:
+    import open_clip
+    from open_clip.model import build_model_from_openai_state_dict
+
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint file not found: {path}. Check the path, or omit checkpoint= to "
+                              f"download the pretrained weights.")
+    state, is_jit = read_checkpoint(path, trust)
+    if quick_gelu is None:
+        quick_gelu = is_jit or pretrained == "openai"
+    if name is None:
+        try:
+            model = build_model_from_openai_state_dict(dict(state), quick_gelu=quick_gelu)
+            # The builder casts to fp16 for GPUs; keep float32 and the exact stored values instead.
+            model = model.float()
+            _load_state_into(model, state, path)
+        except Exception as exc:
+            raise CheckpointError(f"Could not infer a CLIP architecture from {path}: {_first_line(exc)}. "
+                                  f"Pass the model name as well, e.g. load_model('ViT-B-16', checkpoint=...).") from None
+        name = "custom"
+    else:
+        if name not in open_clip.list_models():
+            close = difflib.get_close_matches(name, open_clip.list_models(), n=5, cutoff=0.5)
+            raise UnsupportedModelError(f"Unknown model name {name!r}." +
+                                        (f" Did you mean: {', '.join(close)}?" if close else ""))
+        check_supported_config(name, open_clip.get_model_config(name))
+        model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
+        _load_state_into(model, state, path)
+    return _record(model.eval().to(dev), name, str(path), dev, fingerprint=_checkpoint_fingerprint(path))
+
+
+def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> tuple[dict[str, torch.Tensor], bool]:
+    """Read a weights file into a flat state dict. Returns (state_dict, was_openai_jit_archive)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint file not found: {path}.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu"), False
+        except Exception as exc:
+            raise CheckpointError(f"{path} is not a readable .safetensors file: {_first_line(exc)}.") from None
+    if zipfile.is_zipfile(path) and _is_torchscript(path):
+        try:
+            # TorchScript archives hold weights and TorchScript code, never arbitrary pickled Python.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch deprecates jit, but OpenAI ships it
+                return torch.jit.load(str(path), map_location="cpu").state_dict(), True
+        except Exception as exc:
+            raise CheckpointError(f"{path} looks like a TorchScript (OpenAI JIT) archive but could not be "
+                                  f"read: {_first_line(exc)}.") from None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc)
+        if "GLOBAL" not in detail and not _starts_like_pickle(path):
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (the file may be damaged or of "
+                                  f"another format).") from None
+        found = detail[detail.find("GLOBAL"):].split(" was not")[0].split(" whose")[0] if "GLOBAL" in detail \
+            else "a raw pickle the safe loader cannot read"
+        raise CheckpointError(
+            f"Refused to load {path}: it holds pickled Python objects beyond plain tensors ({found}). If you "
+            f"trust this file, pass trust_checkpoint=True (command line: --trust-checkpoint); unpickling an "
+            f"untrusted file can run arbitrary code.") from None
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {_first_line(exc)}.") from None
+    return _as_state_dict(obj, path), False
+
+
+def _starts_like_pickle(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(1) == b"\x80"  # the PROTO opcode every pickle since protocol 2 opens with
+
+
+def _is_torchscript(path: Path) -> bool:
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
+
+
+def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+            break
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors.")
+    prefix = "module."
+    if obj and all(k.startswith(prefix) for k in obj):
+        obj = {k[len(prefix):]: v for k, v in obj.items()}
+    return dict(obj)
+
+
+def _load_state_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path | str) -> None:
+    # OpenAI archives carry bookkeeping entries and non-persistent buffers (e.g. attn_mask) that a
+    # state dict does not; drop those, and nothing else, before the strict load.
+    transient = {name for name, _ in model.named_buffers()} - set(model.state_dict())
+    transient |= {"input_resolution", "context_length", "vocab_size"}
+    state = {k: v for k, v in state.items() if k not in transient}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        msg = str(exc).splitlines()
+        raise CheckpointError(f"{path} does not match the model architecture: {' '.join(msg[:3])[:400]}. "
+                              f"Check the model name.") from None
+
+
+def _load_weights_into(model: nn.Module, checkpoint: str | os.PathLike, trust: bool) -> None:
+    state, _ = read_checkpoint(checkpoint, trust)
+    _load_state_into(model, state, checkpoint)
+
+
+# --- the record --------------------------------------------------------------------------------
+
+def _record(model: nn.Module, name: str, pretrained: str | None, dev: torch.device, fingerprint: str) -> LoadedModel:
+    import open_clip
+
+    visual = getattr(model, "visual", None)
+    if visual is None or not hasattr(model, "token_embedding"):
+        raise UnsupportedModelError(f"Model {name!r} is not supported: it is not an open_clip CLIP model with "
+                                    f"its own text transformer. Supported: {SUPPORTED_FAMILIES}.")
+    family = tower_family(visual)
+    if family is None:
+        raise UnsupportedModelError(f"Model {name!r} is not supported: its image tower is "
+                                    f"{type(visual).__name__}. Supported: {SUPPORTED_FAMILIES}.")
+    model = model.to(dev).eval()
+    size = visual.image_size
+    size = (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) else (int(size), int(size))
+    patch = visual.patch_size[0] if family == "vit" else 32
+    cfg = getattr(visual, "preprocess_cfg", None) or {}
+    mean = tuple(float(m) for m in cfg.get("mean", OPENAI_MEAN))
+    std = tuple(float(s) for s in cfg.get("std", OPENAI_STD))
+    tokenizer = open_clip.get_tokenizer(name) if name in open_clip.list_models() else open_clip.SimpleTokenizer(
+        context_length=int(getattr(model, "context_length", 77)))
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, pretrained=pretrained, family=family,
+                       patch_size=int(patch), image_size=size, mean=mean, std=std,
+                       fingerprint=fingerprint, device=dev)
+
+
+def tower_family(visual: nn.Module) -> str | None:
+    """``"vit"`` or ``"resnet"`` for image towers the surgery handles, None otherwise."""
+    from open_clip.modified_resnet import ModifiedResNet
+    from open_clip.transformer import VisionTransformer
+
+    if isinstance(visual, VisionTransformer):
+        plain = (visual.attn_pool is None and getattr(visual, "pool_type", "tok") == "tok"
+                 and not getattr(visual, "final_ln_after_pool", False) and visual.proj is not None
+                 and isinstance(visual.transformer.resblocks[0].attn, nn.MultiheadAttention))
+        return "vit" if plain else None
+    if isinstance(visual, ModifiedResNet):
+        return "resnet"
+    return None
+
+
+def _parameter_fingerprint(model: nn.Module) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    for key, tensor in model.state_dict().items():
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return f"custom/{h.hexdigest()}"
+
+
+def _checkpoint_fingerprint(path: str | os.PathLike) -> str:
+    """Content hash of a weights file (stable across copies and renames)."""
+    h = hashlib.blake2b(digest_size=12)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(8 << 20), b""):
+            h.update(chunk)
+    return f"file/{h.hexdigest()}"
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+MODEL_ENV = "CLIPSURGERY_MODEL"
+DEFAULT_MODEL_SPEC = "ViT-B-16:openai"
+
+
+def load_model_from_env(default: str = DEFAULT_MODEL_SPEC, device: str | torch.device | None = None) -> LoadedModel:
+    """Load the model named by the ``CLIPSURGERY_MODEL`` environment variable (notebooks use this).
+
+    The value is ``NAME:PRETRAINED`` (``"ViT-B-16:openai"``, the default), ``NAME`` alone
+    (``"tiny-random-vit"``, used by the tests), ``NAME:none`` for random weights, or a path to a
+    checkpoint file (``"ViT-B-16:/path/weights.pt"`` names the architecture too).
+    """
+    spec = os.environ.get(MODEL_ENV, "").strip() or default
+    name, _, tag = spec.partition(":")
+    if name in TINY_CONFIGS:
+        return load_model(name, device=device)
+    if not tag:
+        return load_model(name, device=device)
+    if tag.lower() == "none":
+        return load_model(name, pretrained=None, device=device)
+    if os.sep in tag or Path(tag).suffix in (".pt", ".pth", ".bin", ".safetensors"):
+        return load_model(name, checkpoint=tag, device=device)
+    return load_model(name, pretrained=tag, device=device)

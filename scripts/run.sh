@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The main job: set up the environment, then run the `clipsurgery` command line.
+# With no arguments it explains a sample photo with the real ViT-B-16 (OpenAI weights, downloaded
+# once and cached) and writes clipsurgery-demo.png.
+# Usage: bash scripts/run.sh [clipsurgery arguments...]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$root/scripts/setup.sh"
+venv="${CLIPSURGERY_VENV:-$root/.venv}"
+if [ $# -eq 0 ]; then
+  set -- explain sample:cat --labels "cat,grass,sky,ground" --method both --out clipsurgery-demo.png
+fi
+exec "$venv/bin/clipsurgery" "$@"
