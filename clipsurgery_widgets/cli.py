@@ -96,6 +96,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     from .engine import Explainer, load_image, load_model
+    from .engine.images import check_input_size
     from .figures import explanation_grid
 
     t0 = time.perf_counter()
@@ -104,6 +105,10 @@ def run_explain(args: argparse.Namespace) -> int:
     pretrained = None if (args.pretrained or "").lower() in ("", "none") else args.pretrained
     model = load_model(args.model, pretrained=pretrained, device=args.device, checkpoint=args.checkpoint,
                        trust_checkpoint=args.trust_checkpoint)
+    try:
+        check_input_size(size, model.patch_size)
+    except ValueError as exc:
+        raise UsageError(f"--size: {exc}") from None
     rgb = load_image(args.image)
     say(f"[2/3] explaining {args.image} ({rgb.shape[1]}x{rgb.shape[0]}) with {len(labels)} label(s) at {size}")
     explanation = Explainer(model).explain(rgb, labels, method=args.method, redundancy=args.redundancy,

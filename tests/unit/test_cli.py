@@ -1,0 +1,116 @@
+"""The `clipsurgery` command: usage errors exit 2, runtime errors exit 1 with one line, a figure on success."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipsurgery_widgets import __version__
+from clipsurgery_widgets.cli import main, parse_size
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    rgb = np.zeros((60, 90, 3), np.uint8)
+    rgb[10:40, 20:50] = (220, 30, 30)
+    path = tmp_path / "photo.png"
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def run(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's own exits
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_version_and_help(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and __version__ in out
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "explain" in out
+    code, out, _ = run(capsys, "explain", "--help")
+    assert code == 0 and "--checkpoint" in out and "--labels" in out
+
+
+def test_no_command_is_a_usage_error(capsys):
+    code, _, err = run(capsys)
+    assert code == 2 and "explain" in err
+
+
+@pytest.mark.parametrize("extra,match", [
+    ([], "--labels"),
+    (["--labels", " , "], "--labels is empty"),
+    (["--labels", "cat", "--size", "big"], "--size must be"),
+    (["--labels", "cat", "--size", "0"], "--size must be"),
+    (["--labels", "cat", "--opacity", "1.5"], "--opacity"),
+    (["--labels", "cat", "--cmap", "nocolours"], "not a matplotlib colour map"),
+    (["--labels", "cat", "--out", "fig.txt"], "--out must end"),
+    (["--labels", "cat", "--method", "magic"], "invalid choice"),
+])
+def test_usage_errors_exit_2(capsys, photo, extra, match):
+    code, _, err = run(capsys, "explain", str(photo), "--model", "tiny-random-vit", *extra)
+    assert code == 2
+    assert match in err
+
+
+def test_size_not_in_whole_patches_is_a_usage_error(capsys, photo):
+    code, _, err = run(capsys, "explain", str(photo), "--labels", "cat", "--model", "tiny-random-vit", "--size", "230")
+    assert code == 2 and "224x224" in err
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["explain", "missing.png", "--labels", "cat", "--model", "tiny-random-vit"], "Image file not found"),
+    (["explain", "{photo}", "--labels", "cat", "--model", "ViT-B-61"], "Did you mean"),
+    (["explain", "{photo}", "--labels", "cat"], "checkpoint"),  # default model offline
+    (["explain", "{photo}", "--labels", "cat", "--model", "tiny-random-vit", "--checkpoint", "nope.pt"], "not found"),
+])
+def test_runtime_errors_exit_1_with_one_line(capsys, photo, argv, match):
+    argv = [a.replace("{photo}", str(photo)) for a in argv]
+    code, _, err = run(capsys, *argv)
+    assert code == 1
+    lines = [line for line in err.splitlines() if line.startswith("clipsurgery: error:")]
+    assert len(lines) == 1 and match in lines[0]
+    assert "Traceback" not in err
+
+
+def test_verbose_shows_traceback(capsys):
+    code, _, err = run(capsys, "explain", "missing.png", "--labels", "cat", "--model", "tiny-random-vit", "--verbose")
+    assert code == 1 and "Traceback" in err
+
+
+@pytest.mark.parametrize("model,method", [("tiny-random-vit", "both"), ("tiny-random-resnet", "surgery")])
+def test_explain_writes_a_figure(capsys, tmp_path, photo, model, method):
+    out = tmp_path / "figs" / "fig.png"
+    code, _, err = run(capsys, "explain", str(photo), "--labels", "red square,background,cat+dog", "--model", model,
+                       "--method", method, "--size", "224", "--out", str(out))
+    assert code == 0, err
+    assert "[3/3] wrote" in err
+    with Image.open(out) as fig:
+        width, height = fig.size
+    assert height > width  # one row per label (3 rows) is taller than the columns are wide
+
+
+def test_sample_image_and_non_square_size(capsys, tmp_path):
+    out = tmp_path / "fig.pdf"
+    code, _, err = run(capsys, "explain", "sample:cat", "--labels", "cat", "--model", "tiny-random-vit",
+                       "--size", "160x224", "--out", str(out), "--quiet")
+    assert code == 0 and err == ""
+    assert out.read_bytes().startswith(b"%PDF")
+
+
+def test_parse_size():
+    assert parse_size("512") == 512 and parse_size("448x672") == (448, 672)
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "clipsurgery"
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and __version__ in result.stdout
