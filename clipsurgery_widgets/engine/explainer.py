@@ -146,7 +146,8 @@ class Explainer:
         t3 = time.perf_counter()
         mapsets = {name: _mapset(scores, tokens.grid, image_size) for name, scores in results.items()}
         global_raw = F.normalize(tokens.raw[0, 0], dim=-1) @ text.T
-        scale = float(self.model.model.logit_scale.exp()) if hasattr(self.model.model, "logit_scale") else 100.0
+        logit_scale = getattr(self.model.model, "logit_scale", None)
+        scale = float(logit_scale.detach().exp()) if logit_scale is not None else 100.0
         probs = torch.softmax(scale * global_raw, dim=-1).numpy().astype(np.float32)
         t4 = time.perf_counter()
         hw = check_input_size(size, self.model.patch_size)
