@@ -207,7 +207,7 @@ def check_supported_config(name: str, cfg: dict | None) -> None:
     problem = None
     if vision.get("timm_model_name"):
         problem = f"its image tower is a timm model ({vision['timm_model_name']})"
-    elif vision.get("attentional_pool") or vision.get("attn_pooler_queries") and vision.get("attentional_pool"):
+    elif vision.get("attentional_pool"):
         problem = "its image tower uses an attention-pooling head"
     elif vision.get("pool_type", "tok") != "tok" or vision.get("no_ln_pre") or vision.get("final_ln_after_pool"):
         problem = "its image tower pools tokens differently from CLIP's class token"
@@ -371,7 +371,7 @@ def tower_family(visual: nn.Module) -> str | None:
     if isinstance(visual, VisionTransformer):
         plain = (visual.attn_pool is None and getattr(visual, "pool_type", "tok") == "tok"
                  and not getattr(visual, "final_ln_after_pool", False) and visual.proj is not None
-                 and isinstance(visual.transformer.resblocks[0].attn, nn.MultiheadAttention))
+                 and all(isinstance(b.attn, nn.MultiheadAttention) for b in visual.transformer.resblocks))
         return "vit" if plain else None
     if isinstance(visual, ModifiedResNet):
         return "resnet"
