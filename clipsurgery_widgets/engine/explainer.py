@@ -35,7 +35,7 @@ class Explainer:
         max_cached_images: how many (image, size, depth) token sets stay in memory.
 
     Safe to call from several threads (widgets compute in the background): model work is
-    serialised by a lock.
+    serialised by ``model_lock``; code that runs ``self.model.model`` directly holds it too.
     """
 
     def __init__(self, model: LoadedModel | nn.Module | str, cache_dir: str | os.PathLike | bool | None = None,
@@ -49,7 +49,7 @@ class Explainer:
         self._labels: dict[tuple[str, str], torch.Tensor] = {}
         self._store = None if cache_dir is False else FeatureStore(default_cache_dir() if cache_dir in (None, True)
                                                                    else cache_dir)
-        self._lock = threading.RLock()
+        self.model_lock = threading.RLock()
 
     # --- inputs ---------------------------------------------------------------------------
 
@@ -66,7 +66,7 @@ class Explainer:
         if cached is not None:
             return cached
         pixels = preprocess(rgb, hw, self.model.mean, self.model.std, self.model.patch_size).to(self.model.device)
-        with self._lock:
+        with self.model_lock:
             tokens = encode_image_tokens(self.model.model, pixels, depth=depth, resnet_mode=resnet_mode)
         tokens = ImageTokens(raw=tokens.raw.float().cpu(), surgery=tokens.surgery.float().cpu(), grid=tokens.grid)
         self._tokens.put(key, tokens)
@@ -85,7 +85,7 @@ class Explainer:
             else:
                 missing.append(label)
         if missing:
-            with self._lock:
+            with self.model_lock:
                 feats = encode_texts(self.model.model, self.model.tokenizer, missing, templates=templates)
             for label, feat in zip(missing, feats.float().cpu()):
                 self._labels[(namespace, label)] = feat

@@ -1,0 +1,237 @@
+"""Static matplotlib figures of explanations, for papers and slides.
+
+Shared by the widgets' ``figure()`` and the ``clipsurgery`` command line. Figures are built with
+``matplotlib.figure.Figure`` (no pyplot state, no GUI backend), so they are safe in scripts,
+threads and notebooks alike; display one in Jupyter by making it the cell's value.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize, to_rgb
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from .engine.maps import overlay
+from .engine.regions import region_outline
+from .engine.results import Explanation
+
+METHOD_TITLES = {"raw": "raw CLIP", "surgery": "CLIP Surgery"}
+FORMATS = ("png", "svg", "pdf", "jpg", "jpeg")
+OUTLINE_COLOR = "white"
+_PANEL_INCHES = 2.6
+
+
+def explanation_grid(rgb: np.ndarray, explanation: Explanation, methods: Sequence[str] = ("raw", "surgery"),
+                     labels: Sequence[str] | None = None, cmap: str = "jet", opacity: float = 0.6,
+                     threshold: float | None = None, show_image: bool = True,
+                     panel_inches: float = _PANEL_INCHES) -> Figure:
+    """One row per label; columns: the image, then one overlay per method (raw CLIP, CLIP Surgery).
+
+    Args:
+        rgb: uint8 [H, W, 3], the image the explanation was computed for.
+        explanation: from ``Explainer.explain(..., method="both")`` (or the one method asked for).
+        methods: which map sets to show, in column order ("raw", "surgery").
+        labels: rows to show (default every label of the explanation).
+        cmap, opacity: colour map of the heat maps and their weight over the image.
+        threshold: when given, outline the region where the map is >= threshold.
+        show_image: include the plain image as the first column.
+    """
+    rgb = _check_image(rgb, explanation)
+    methods = _check_methods(explanation, methods)
+    labels = _check_labels(explanation, labels)
+    columns = (["image"] if show_image else []) + list(methods)
+    fig = _new_figure(len(labels), len(columns), rgb.shape, panel_inches)
+    axes = fig.subplots(len(labels), len(columns), squeeze=False)
+    for row, label in enumerate(labels):
+        for col, column in enumerate(columns):
+            ax = axes[row, col]
+            heat = None if column == "image" else explanation.map_for(label, column)
+            _draw_panel(ax, rgb, heat, cmap, opacity, threshold)
+            if row == 0:
+                ax.set_title(METHOD_TITLES.get(column, column), fontsize=11)
+            if col == 0:
+                ax.text(-0.04, 0.5, label, transform=ax.transAxes, rotation=90, ha="right", va="center",
+                        fontsize=11)
+    _colorbar(fig, axes, cmap)
+    return fig
+
+
+def label_grid(rgb: np.ndarray, explanation: Explanation, method: str = "surgery",
+               labels: Sequence[str] | None = None, cmap: str = "jet", opacity: float = 0.6,
+               threshold: float | None = None, ncols: int | None = None,
+               panel_inches: float = _PANEL_INCHES) -> Figure:
+    """One overlay panel per label (one method), titled with the label, sharing a colour bar."""
+    rgb = _check_image(rgb, explanation)
+    (method,) = _check_methods(explanation, (method,))
+    labels = _check_labels(explanation, labels)
+    ncols = ncols or min(len(labels), max(1, math.ceil(math.sqrt(len(labels) * 1.5))))
+    nrows = math.ceil(len(labels) / ncols)
+    fig = _new_figure(nrows, ncols, rgb.shape, panel_inches)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        if index >= len(labels):
+            ax.set_axis_off()
+            continue
+        _draw_panel(ax, rgb, explanation.map_for(labels[index], method), cmap, opacity, threshold)
+        ax.set_title(labels[index], fontsize=10)
+    if len(labels) > 1 or ncols > 1:
+        fig.suptitle(METHOD_TITLES.get(method, method), fontsize=12)
+    _colorbar(fig, axes, cmap)
+    return fig
+
+
+def overlay_figure(rgb: np.ndarray, explanation: Explanation, label: str, method: str = "surgery",
+                   cmap: str = "jet", opacity: float = 0.6, threshold: float | None = None,
+                   panel_inches: float = 4.0) -> Figure:
+    """A single overlay of one label, titled "<method>: <label>", with a colour bar."""
+    fig = label_grid(rgb, explanation, method, [label], cmap, opacity, threshold, ncols=1,
+                     panel_inches=panel_inches)
+    fig.axes[0].set_title(f"{METHOD_TITLES.get(method, method)}: {label}", fontsize=11)
+    return fig
+
+
+def segmentation_figure(rgb: np.ndarray, explanation: Explanation, method: str = "surgery",
+                        opacity: float = 0.5, legend: str = "present", panel_inches: float = 4.0) -> Figure:
+    """The argmax label per pixel, one colour per label over the image, with a legend.
+
+    legend: "present" lists only labels that win somewhere; "all" lists every label.
+    """
+    rgb = _check_image(rgb, explanation)
+    (method,) = _check_methods(explanation, (method,))
+    if legend not in ("present", "all"):
+        raise ValueError(f"legend must be 'present' or 'all', not {legend!r}.")
+    segmentation = np.asarray(explanation.segmentation(method))
+    colors = label_colors(len(explanation.labels))
+    painted = np.round(colors[segmentation] * 255.0)
+    blended = np.clip(np.rint((1 - opacity) * rgb + opacity * painted), 0, 255).astype(np.uint8)
+    fig = _new_figure(1, 1, rgb.shape, panel_inches)
+    ax = fig.subplots()
+    ax.imshow(blended, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(f"{METHOD_TITLES.get(method, method)}: argmax segmentation", fontsize=11)
+    shown = range(len(explanation.labels)) if legend == "all" else np.unique(segmentation)
+    handles = [Patch(facecolor=colors[i], edgecolor="none", label=explanation.labels[i]) for i in shown]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=9, frameon=False)
+    return fig
+
+
+def label_colors(count: int) -> np.ndarray:
+    """float [count, 3] distinct RGB colours in [0, 1]: tab10, then tab20's light shades, then hues."""
+    base = [to_rgb(c) for c in colormaps["tab10"].colors] + [to_rgb(c) for c in colormaps["tab20"].colors[1::2]]
+    extra = max(0, count - len(base))
+    hues = colormaps["hsv"](np.linspace(0, 1, extra, endpoint=False))[:, :3] * 0.85 if extra else np.zeros((0, 3))
+    return np.concatenate([np.asarray(base), hues])[:count]
+
+
+def figure_bytes(fig: Figure, format: str = "png", dpi: int = 100) -> bytes:
+    """Encode a figure as PNG/SVG/PDF/JPEG bytes at ``dpi``."""
+    format = _check_format(format)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=format, dpi=dpi, bbox_inches="tight", facecolor="white")
+    return buffer.getvalue()
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150, format: str | None = None) -> Path:
+    """Write a figure to ``path``; the format comes from ``format`` or the file suffix (png/svg/pdf/jpg)."""
+    path = Path(path).expanduser()
+    format = _check_format(format or path.suffix.lstrip(".") or "png")
+    if not path.parent.exists():
+        raise FileNotFoundError(f"Folder {path.parent} does not exist; create it first.")
+    path.write_bytes(figure_bytes(fig, format, dpi))
+    return path
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def _draw_panel(ax, rgb: np.ndarray, heat: np.ndarray | None, cmap: str, opacity: float,
+                threshold: float | None) -> None:
+    ax.imshow(rgb if heat is None else overlay(rgb, heat, cmap=cmap, opacity=opacity), interpolation="nearest")
+    if heat is not None and threshold is not None:
+        for line in region_outline(heat, threshold):
+            ax.plot(line[:, 0], line[:, 1], color=OUTLINE_COLOR, linewidth=1.5)
+    ax.set_axis_off()
+
+
+def _colorbar(fig: Figure, axes: np.ndarray, cmap: str) -> None:
+    mappable = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=colormaps[cmap])
+    bar = fig.colorbar(mappable, ax=list(axes.flat), shrink=0.8 if axes.shape[0] > 1 else 0.9, pad=0.02)
+    bar.set_label("normalised score", fontsize=9)
+
+
+def _new_figure(nrows: int, ncols: int, shape: tuple[int, ...], panel_inches: float) -> Figure:
+    _register_notebook_display()
+    aspect = shape[0] / shape[1]
+    width = ncols * panel_inches + 1.0
+    height = nrows * panel_inches * aspect + 0.6
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _register_notebook_display() -> None:
+    """In IPython, let a pyplot-free Figure show as a PNG when it is a cell's value.
+
+    matplotlib's inline backend registers this only once pyplot is imported; figures made here
+    never touch pyplot (no global figure list to leak into).
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return
+    formatter = shell.display_formatter.formatters["image/png"]
+    try:
+        formatter.lookup_by_type(Figure)
+    except KeyError:
+        formatter.for_type(Figure, lambda fig: figure_bytes(fig, "png", dpi=100))
+
+
+def _check_image(rgb: np.ndarray, explanation: Explanation) -> np.ndarray:
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"rgb must be a uint8 [H, W, 3] array, got {rgb.dtype} {rgb.shape}; "
+                         f"use Explainer.prepare_image or load_image to read it.")
+    if tuple(rgb.shape[:2]) != tuple(explanation.image_size):
+        raise ValueError(f"The image is {rgb.shape[0]}x{rgb.shape[1]} but the explanation was computed for "
+                         f"{explanation.image_size[0]}x{explanation.image_size[1]}; pass the same image.")
+    return rgb
+
+
+def _check_methods(explanation: Explanation, methods: Sequence[str]) -> list[str]:
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    if not methods:
+        raise ValueError("methods is empty: pass ('raw', 'surgery') or one of them.")
+    for method in methods:
+        if method not in METHOD_TITLES:
+            raise ValueError(f"Unknown method {method!r}; use 'raw' or 'surgery'.")
+        if getattr(explanation, method) is None:
+            raise ValueError(f"This explanation has no {method!r} maps; explain with method='both'.")
+    return methods
+
+
+def _check_labels(explanation: Explanation, labels: Sequence[str] | None) -> list[str]:
+    if labels is None:
+        return list(explanation.labels)
+    labels = [labels] if isinstance(labels, str) else list(labels)
+    unknown = [label for label in labels if label not in explanation.labels]
+    if unknown:
+        raise ValueError(f"Label(s) {', '.join(map(repr, unknown))} not in this explanation "
+                         f"({', '.join(explanation.labels)}).")
+    if not labels:
+        raise ValueError("labels is empty: pass at least one label of the explanation.")
+    return labels
+
+
+def _check_format(format: str) -> str:
+    format = format.lower().lstrip(".")
+    if format not in FORMATS:
+        raise ValueError(f"Unsupported figure format {format!r}; use one of {', '.join(FORMATS)}.")
+    return "jpeg" if format == "jpg" else format

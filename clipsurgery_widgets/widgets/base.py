@@ -1,0 +1,256 @@
+"""What every widget shares: status line, error area, background work, static figure and PNG.
+
+A widget subclasses :class:`ExplorerWidget` (an ``ipywidgets.VBox``), builds its controls and
+figures, and implements :meth:`ExplorerWidget._render_figure`. Slow work goes through
+:meth:`ExplorerWidget._submit`, which runs it in a background thread, shows progress in the status
+line, discards results of requests that a newer input has replaced, and reports failures in the
+error area so the widget keeps working.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import os
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import ipywidgets as widgets
+
+from ..engine.errors import ClipSurgeryError
+from ..figures import figure_bytes, save_figure
+
+Result = TypeVar("Result")
+log = logging.getLogger(__name__)
+
+_SPINNER = ('<style>@keyframes csw-spin{to{transform:rotate(360deg)}}</style>'
+            '<span class="csw-spinner" style="display:inline-block;width:0.8em;height:0.8em;'
+            'margin-right:0.4em;border:2px solid #999;border-top-color:transparent;border-radius:50%;'
+            'animation:csw-spin 0.8s linear infinite;vertical-align:-0.1em"></span>')
+
+
+class LatestOnlyRunner:
+    """Runs jobs one at a time in a daemon thread; only the newest request matters.
+
+    Each :meth:`submit` gets a generation number. A job not yet started is dropped when a newer one
+    arrives; a running job can ask :meth:`is_current` and its caller discards stale results.
+    The thread exits when idle and is restarted by the next submission.
+    """
+
+    def __init__(self, name: str = "clipsurgery-widget"):
+        self._name = name
+        self._cond = threading.Condition()
+        self._generation = 0
+        self._pending: tuple[int, Callable[[int], None]] | None = None
+        self._running = False
+        self._thread: threading.Thread | None = None
+
+    def submit(self, job: Callable[[int], None]) -> int:
+        """Queue ``job(generation)``, replacing any job that has not started. Returns its generation."""
+        with self._cond:
+            self._generation += 1
+            self._pending = (self._generation, job)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+            return self._generation
+
+    def is_current(self, generation: int) -> bool:
+        return generation == self._generation
+
+    @property
+    def busy(self) -> bool:
+        with self._cond:
+            return self._pending is not None or self._running
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until no job is queued or running; False if ``timeout`` seconds passed first."""
+        if threading.current_thread() is self._thread:
+            return not self._pending  # called from inside a job: waiting would deadlock
+        with self._cond:
+            return self._cond.wait_for(lambda: self._pending is None and not self._running, timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._pending is None:
+                    self._thread = None
+                    self._cond.notify_all()
+                    return
+                generation, job = self._pending
+                self._pending, self._running = None, True
+            try:
+                job(generation)
+            except Exception:  # jobs report their own errors; never let the thread die silently
+                log.exception("widget background job failed")
+            finally:
+                with self._cond:
+                    self._running = False
+                    self._cond.notify_all()
+
+
+class ExplorerWidget(widgets.VBox):
+    """Base class of the clipsurgery widgets: an ipywidgets VBox with shared plumbing.
+
+    Python API shared by every widget:
+        status: the status line as plain text.     error: the error message shown, or None.
+        busy: True while background work runs.     wait(timeout): block until it is done.
+        figure(): a static matplotlib Figure of the current view.
+        save(path, dpi, format): write that figure (PNG/SVG/PDF/JPEG).
+    Displaying the widget also leaves a PNG of the view in the output, for viewers without
+    a live kernel (nbconvert HTML, GitHub).
+    """
+
+    #: dpi of the PNG placed next to the live view in the output.
+    static_dpi: int = 72
+    #: at most this many seconds are spent waiting for pending work before drawing that PNG.
+    display_timeout: float = float(os.environ.get("CLIPSURGERY_DISPLAY_TIMEOUT", "300"))
+
+    def __init__(self, **kwargs: Any):
+        self._lock = threading.RLock()  # guards every update of the view's state and figures
+        self._runner = LatestOnlyRunner(type(self).__name__)
+        self._status_text = ""
+        self._error_text: str | None = None
+        self._status_html = widgets.HTML(layout=widgets.Layout(min_height="1.5em"))
+        self._error_html = widgets.HTML(layout=widgets.Layout(display="none"))
+        self._status_html.add_class("csw-status")
+        self._error_html.add_class("csw-error")
+        super().__init__(**kwargs)
+        self.add_class("clipsurgery-widget")
+
+    # --- status line and error area ----------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        """The status line as plain text."""
+        return self._status_text
+
+    @property
+    def error(self) -> str | None:
+        """The error message currently shown (plain text, traceback excluded), or None."""
+        return self._error_text
+
+    @property
+    def busy(self) -> bool:
+        """True while background work is queued or running."""
+        return self._runner.busy
+
+    def _set_status(self, text: str, busy: bool = False) -> None:
+        self._status_text = text
+        body = html.escape(text)
+        self._status_html.value = (f'<div style="color:#555;font-size:0.9em">'
+                                   f'{_SPINNER if busy else ""}{body}</div>')
+
+    def _show_error(self, exc: BaseException, doing: str) -> None:
+        """Show ``exc`` in plain words; the traceback is folded away under "Details"."""
+        if isinstance(exc, ClipSurgeryError):
+            message = str(exc)
+        else:
+            message = f"Something went wrong while {doing}: {type(exc).__name__}: {exc}"
+        details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self._error_text = message
+        self._error_html.value = (
+            '<div style="border-left:4px solid #d9534f;background:#fdf2f2;padding:6px 10px;margin:4px 0">'
+            f'<div style="color:#a94442"><b>Error:</b> {html.escape(message)}</div>'
+            '<details style="margin-top:4px"><summary style="cursor:pointer;color:#777">Details</summary>'
+            f'<pre style="font-size:0.8em;white-space:pre-wrap;max-height:20em;overflow:auto">'
+            f'{html.escape(details)}</pre></details></div>')
+        self._error_html.layout.display = None
+
+    def _clear_error(self) -> None:
+        if self._error_text is not None:
+            self._error_text = None
+            self._error_html.value = ""
+            self._error_html.layout.display = "none"
+
+    def _guarded(self, handler: Callable[..., Any], doing: str) -> Callable[..., Any]:
+        """Wrap a UI callback so that an exception lands in the error area instead of the log."""
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return handler(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - shown to the user, widget keeps working
+                self._show_error(exc, doing)
+                return None
+        return run
+
+    # --- background work ---------------------------------------------------------------------
+
+    def _submit(self, work: Callable[[], Result], apply: Callable[[Result], None], busy_text: str,
+                doing: str, done_text: Callable[[Result, float], str] | None = None) -> int:
+        """Run ``work()`` in the background, then ``apply(result)`` unless a newer request came in.
+
+        Returns the request's generation. Errors from either step go to the error area, and the
+        previous view stays on screen.
+        """
+        def job(generation: int) -> None:
+            if not self._runner.is_current(generation):
+                return
+            start = time.perf_counter()
+            try:
+                result = work()
+            except Exception as exc:  # noqa: BLE001
+                with self._lock:
+                    if self._runner.is_current(generation):
+                        self._show_error(exc, doing)
+                        self._set_status(f"Failed while {doing}.")
+                return
+            with self._lock:
+                if not self._runner.is_current(generation):
+                    return  # a newer input replaced this request: drop the stale result
+                try:
+                    apply(result)
+                    self._clear_error()
+                    elapsed = time.perf_counter() - start
+                    self._set_status(done_text(result, elapsed) if done_text else f"Done in {elapsed:.2f} s.")
+                except Exception as exc:  # noqa: BLE001
+                    self._show_error(exc, doing)
+                    self._set_status(f"Failed while {doing}.")
+
+        with self._lock:
+            self._set_status(busy_text, busy=True)
+            return self._runner.submit(job)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until background work is finished; False if ``timeout`` seconds passed first."""
+        return self._runner.wait(timeout)
+
+    # --- static output -----------------------------------------------------------------------
+
+    def _render_figure(self) -> Any:
+        """A matplotlib Figure of the current view (subclasses implement this)."""
+        raise NotImplementedError
+
+    def figure(self):
+        """A static matplotlib Figure of the current view, for papers and slides.
+
+        Waits for pending work first. Save it with :meth:`save`, or ``fig.savefig(...)``.
+        """
+        self.wait(self.display_timeout)
+        with self._lock:
+            return self._render_figure()
+
+    def save(self, path: str | os.PathLike, dpi: int = 150, format: str | None = None) -> Path:
+        """Write the current view as a static figure; format from ``format`` or the suffix (png/svg/pdf/jpg)."""
+        return save_figure(self.figure(), path, dpi=dpi, format=format)
+
+    def _static_png(self) -> bytes | None:
+        try:
+            return figure_bytes(self.figure(), "png", dpi=self.static_dpi)
+        except Exception:  # noqa: BLE001 - no static copy is better than a broken display
+            log.debug("no static PNG for %s", type(self).__name__, exc_info=True)
+            return None
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
+        bundle = super()._repr_mimebundle_(**kwargs) or {}
+        bundle["text/plain"] = repr(self)
+        png = self._static_png()
+        if png is not None:
+            bundle["image/png"] = base64.b64encode(png).decode("ascii")
+        return bundle
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self._status_text or 'ready'}>"
