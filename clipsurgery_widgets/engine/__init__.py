@@ -2,15 +2,27 @@
 
 Stable public names, used by notebooks, widgets and users' scripts.
 """
+from .ablation import Ablation, evaluate_ablation, folder_ablation, labelled_folder, zero_shot_accuracy
+from .attention import AttentionCapture, AttentionRows, AttentionStats, attention_rows, capture_attention
+from .decomposition import Decomposition, decompose, spatial_maps
+from .decomposition_pass import PassInterrupted, decompose_images
+from .downloads import SAM_CHECKPOINTS, download_checkpoint
 from .errors import (CheckpointError, ClipSurgeryError, ImageInputError, ModelLoadError, TextInputError,
                      UnsupportedModelError)
 from .explainer import Explainer
 from .images import load_image, preprocess, sample_image
 from .loading import LoadedModel, build_tiny_model, load_model, load_model_from_env, wrap_model
+from .mask_export import mask_to_polygons, mask_to_rle, rle_to_mask, save_mask, save_prompts
 from .maps import combine_targets, map_to_points, overlay, similarity_maps
 from .results import Explanation, ImageTokens, MapSet
+from .sam import SamRefiner, load_sam_from_env
+from .sam_instances import InstanceMasks
+from .sam_models import build_tiny_sam
+from .sam_results import SamResult
 from .surgery import feature_surgery
 from .text import TEMPLATES, encode_texts
+from .textspan import load_text_pool, text_span, text_span_heads
+from .tokens import TokenAttribution, caption_matches, token_attributions, tokenize_caption
 from .towers import encode_image_tokens
 
 __all__ = [
@@ -20,6 +32,17 @@ __all__ = [
     # CLIP Surgery
     "encode_image_tokens", "TEMPLATES", "encode_texts", "feature_surgery", "similarity_maps",
     "map_to_points", "combine_targets", "overlay", "Explainer", "Explanation", "ImageTokens", "MapSet",
+    # image -> text tokens (SPEC 7)
+    "token_attributions", "caption_matches", "tokenize_caption", "TokenAttribution",
+    # q-k versus v-v attention (SPEC 8)
+    "attention_rows", "capture_attention", "AttentionCapture", "AttentionRows", "AttentionStats",
+    # text-based decomposition (SPEC 9)
+    "decompose", "Decomposition", "spatial_maps", "decompose_images", "PassInterrupted", "text_span",
+    "text_span_heads", "load_text_pool", "Ablation", "evaluate_ablation", "folder_ablation", "labelled_folder",
+    "zero_shot_accuracy",
+    # Segment Anything refinement
+    "SamRefiner", "SamResult", "InstanceMasks", "build_tiny_sam", "load_sam_from_env", "SAM_CHECKPOINTS",
+    "download_checkpoint", "mask_to_rle", "rle_to_mask", "mask_to_polygons", "save_mask", "save_prompts",
     # errors
     "ClipSurgeryError", "CheckpointError", "ImageInputError", "ModelLoadError", "TextInputError",
     "UnsupportedModelError",

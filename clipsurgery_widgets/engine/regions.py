@@ -44,6 +44,21 @@ def region_outline(heat: np.ndarray, threshold: float) -> list[np.ndarray]:
     return outlines
 
 
+def normalised_patch_grid(patch_scores: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Similarity maps before they are resized to the image: float32 [T, gh, gw].
+
+    Each label's patch scores ([N, T], N == gh * gw row-major) min-max normalised over the patches
+    (SPEC 5). Resizing this grid bilinearly (align_corners=False) to (H, W) gives the
+    Explanation's maps, so a viewer that interpolates bilinearly can draw the maps from it.
+    """
+    import torch
+
+    from .maps import similarity_maps
+
+    scores = torch.from_numpy(np.ascontiguousarray(patch_scores, dtype=np.float32))[None]
+    return similarity_maps(scores, grid, grid)[0].numpy()  # resizing to the grid itself is the identity
+
+
 def patch_at(image_size: tuple[int, int], grid: tuple[int, int], x: float, y: float) -> tuple[int, int]:
     """(row, col) of the patch that covers pixel (x, y) of the original image.
 
@@ -61,28 +76,36 @@ def patch_at(image_size: tuple[int, int], grid: tuple[int, int], x: float, y: fl
 
 def patch_value_image(values: np.ndarray, grid: tuple[int, int], image_size: tuple[int, int],
                       step: int = 1) -> np.ndarray:
-    """Each pixel gets the value of the patch that covers it (nearest patch, no interpolation).
+    """Each kept pixel gets the value of the patch that covers it (nearest patch, no interpolation).
 
     Args:
         values: [N] or [N, T] per-patch values, N == gh * gw in row-major order.
         grid: (gh, gw).
         image_size: (H, W) of the original image.
-        step: keep every ``step``-th pixel in both directions, starting at ``step // 2`` (the
-            middle of each step x step block), which matches ``heat[o::step, o::step]``, o = step // 2.
+        step: keep the pixels :func:`sample_positions` picks for this step in both directions.
 
     Returns:
-        [len(range(o, H, step)), len(range(o, W, step))] (or [..., T]) array of ``values``' dtype.
+        [len(rows), len(cols)] (or [..., T]) array of ``values``' dtype.
     """
     values = np.asarray(values)
     gh, gw = grid
     if values.shape[0] != gh * gw:
         raise ValueError(f"values has {values.shape[0]} patches but the grid {gh}x{gw} has {gh * gw}.")
     height, width = image_size
-    offset = step // 2
-    rows = np.minimum(((np.arange(offset, height, step) + 0.5) * gh / height).astype(int), gh - 1)
-    cols = np.minimum(((np.arange(offset, width, step) + 0.5) * gw / width).astype(int), gw - 1)
+    rows = np.minimum(((sample_positions(height, step) + 0.5) * gh / height).astype(int), gh - 1)
+    cols = np.minimum(((sample_positions(width, step) + 0.5) * gw / width).astype(int), gw - 1)
     cells = values.reshape(gh, gw, *values.shape[1:])
     return cells[rows[:, None], cols[None, :]]
+
+
+def sample_positions(length: int, step: int) -> np.ndarray:
+    """Pixel indices kept when a map is shown at every ``step``-th pixel: the middle pixel of each
+    ``step``-long block (``step // 2, step // 2 + step, ...``), so the kept pixels are evenly spaced
+    and each stands for its block. int64 [ceil((length - step // 2) / step)], increasing.
+    """
+    if length < 1 or step < 1:
+        raise ValueError(f"length and step must be positive, got {length} and {step}.")
+    return np.arange(step // 2, length, step)
 
 
 def display_step(image_size: tuple[int, int], max_side: int) -> int:

@@ -102,7 +102,8 @@ class ExplorerWidget(widgets.VBox):
         figure(): a static matplotlib Figure of the current view.
         save(path, dpi, format): write that figure (PNG/SVG/PDF/JPEG).
     Displaying the widget also leaves a PNG of the view in the output, for viewers without
-    a live kernel (nbconvert HTML, GitHub).
+    a live kernel (nbconvert HTML, GitHub); to draw it, display waits for pending work (at most
+    ``display_timeout`` seconds), so a cell that creates and shows a widget ends with its maps.
     """
 
     #: dpi of the PNG placed next to the live view in the output.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import ipywidgets as widgets
@@ -10,7 +11,8 @@ import numpy as np
 from .. import figures
 from ..data.presets import PRESETS
 from ..engine.errors import ClipSurgeryError, TextInputError
-from ..engine.regions import display_step, patch_at, patch_value_image, region_outline
+from ..engine.images import check_input_size
+from ..engine.regions import display_step, normalised_patch_grid, patch_at, region_outline
 from .base import ExplorerWidget
 from .plotting import PanelFigure, bar_figure, discrete_colorscale, plotly_colorscale, subsample
 
@@ -20,7 +22,29 @@ REDUNDANCY = (("auto", "auto"), ("between labels", "labels"), ("empty string", "
 SIZES = (224, 336, 448, 512)
 CMAPS = ("jet", "viridis", "inferno", "magma", "turbo", "gray")
 CUSTOM = "custom"
+FIGURE_WIDTH = 780  # pixels; fixed so that panel sizes (and the data sent for them) are predictable
+_PLOT_WIDTH = FIGURE_WIDTH - 90  # without the margins and the colour bar
 _WIDE = {"description_width": "initial"}
+
+
+def _control_property(name: str, allowed: Sequence | None = None, doc: str = "") -> property:
+    """A property reading and writing ``self.controls[name].value``, refusing out-of-range values.
+
+    (ipywidgets sliders would silently clamp them; a Python caller should hear about it.)
+    """
+    def get(self) -> Any:
+        return self.controls[name].value
+
+    def set(self, value: Any) -> None:
+        control = self.controls[name]
+        if allowed is not None and value not in allowed:
+            raise ValueError(f"Unknown {name} {value!r}; choose one of {', '.join(map(str, allowed))}.")
+        low, high = getattr(control, "min", None), getattr(control, "max", None)
+        if low is not None and not low <= value <= high:
+            raise ValueError(f"{name} must be between {low} and {high} for this model, not {value!r}.")
+        control.value = value
+
+    return property(get, set, doc=doc)
 
 
 class HeatmapExplorer(ExplorerWidget):
@@ -38,7 +62,8 @@ class HeatmapExplorer(ExplorerWidget):
         depth: surgery depth (last blocks with the v-v path); default min(6, number of blocks).
         cmap, opacity: colour map and weight of the heat maps over the image.
         threshold: outline the region where the map >= threshold (None: no outline).
-        heat_side: heat maps are sent to the browser at about this many pixels on the long side.
+        heat_side: the segmentation view is sent at about this many pixels on the long side (heat
+            maps travel as their patch grid).
 
     Everything the controls do is also available from Python through the properties below; the
     current result is ``explanation`` and ``figure()`` gives a static matplotlib figure.
@@ -56,11 +81,14 @@ class HeatmapExplorer(ExplorerWidget):
         self._explanation = None
         self._explanation_version = 0
         self._wanted_label = label
-        self._last_exception: Exception | None = None
         self._selected: dict | None = None
         self._panels: PanelFigure | None = None
+        self._derived_cache: dict[tuple[int, str], np.ndarray] = {}
         self._syncing = False
-        self._build_controls(labels, view, redundancy, depth, cmap, opacity, threshold)
+        self._build_controls(labels)
+        blocks = _num_blocks(explainer.model)
+        self.view, self.redundancy, self.cmap, self.opacity, self.threshold = view, redundancy, cmap, opacity, threshold
+        self.depth = depth if depth is not None else min(6, blocks or 6)
         self.size = size
         self._wire()
         if image is not None:
@@ -78,8 +106,9 @@ class HeatmapExplorer(ExplorerWidget):
 
     @image.setter
     def image(self, source: Any) -> None:
-        if not self._set_image(source):
-            raise self._last_exception
+        error = self._set_image(source)
+        if error is not None:
+            raise error
 
     @property
     def labels(self) -> list[str]:
@@ -97,32 +126,22 @@ class HeatmapExplorer(ExplorerWidget):
 
     @label.setter
     def label(self, value: str) -> None:
-        options = self.controls["label"].options
-        if self._explanation is None and value in self.labels:
-            self._wanted_label = value  # chosen before its maps exist: applied when they arrive
-            return
-        if value not in options:
-            exc = TextInputError(f"Label {value!r} is not one of the explained labels ({', '.join(options)}); "
+        if value in self.controls["label"].options:
+            self.controls["label"].value = value
+        elif value in self.labels:
+            self._wanted_label = value  # typed but its maps are not here yet: shown when they arrive
+        else:
+            exc = TextInputError(f"Label {value!r} is not one of the labels ({', '.join(self.labels)}); "
                                  f"add it to the labels first.")
             self._show_error(exc, "choosing a label")
             raise exc
-        self.controls["label"].value = value
 
-    view = property(lambda self: self.controls["view"].value,
-                    lambda self, v: setattr(self.controls["view"], "value", _check(v, [k for _, k in VIEWS], "view")),
-                    doc='"overlay", "grid", "compare" or "segmentation".')
-    redundancy = property(lambda self: self.controls["redundancy"].value,
-                          lambda self, v: setattr(self.controls["redundancy"], "value",
-                                                  _check(v, [k for _, k in REDUNDANCY], "redundancy")),
-                          doc='Feature-surgery mode: "auto", "labels", "empty" or "none".')
-    depth = property(lambda self: self.controls["depth"].value,
-                     lambda self, v: setattr(self.controls["depth"], "value", int(v)), doc="Surgery depth.")
-    cmap = property(lambda self: self.controls["cmap"].value,
-                    lambda self, v: setattr(self.controls["cmap"], "value", _check(v, CMAPS, "cmap")),
-                    doc="Colour map of the heat maps.")
-    opacity = property(lambda self: self.controls["opacity"].value,
-                       lambda self, v: setattr(self.controls["opacity"], "value", float(v)),
-                       doc="Weight of the heat map over the image, 0..1.")
+    view = _control_property("view", [k for _, k in VIEWS], doc='"overlay", "grid", "compare" or "segmentation".')
+    redundancy = _control_property("redundancy", [k for _, k in REDUNDANCY],
+                                   doc='Feature-surgery mode: "auto", "labels", "empty" or "none".')
+    cmap = _control_property("cmap", CMAPS, doc="Colour map of the heat maps (a matplotlib name).")
+    depth = _control_property("depth", doc="Surgery depth: how many final blocks get the v-v path.")
+    opacity = _control_property("opacity", doc="Weight of the heat map over the image, 0..1.")
 
     @property
     def threshold(self) -> float | None:
@@ -132,6 +151,8 @@ class HeatmapExplorer(ExplorerWidget):
 
     @threshold.setter
     def threshold(self, value: float | None) -> None:
+        if value is not None and not 0.0 < value <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1] or None for no outline, not {value!r}.")
         self.controls["threshold"].value = 0.0 if value is None else float(value)
 
     @property
@@ -142,12 +163,14 @@ class HeatmapExplorer(ExplorerWidget):
 
     @size.setter
     def size(self, value: int) -> None:
+        check_input_size(value, self.explainer.model.patch_size)  # a clear error for a bad size, at once
         value = int(value)
         if value in SIZES:
             self.controls["size"].value = value
         else:
             self.controls["custom_size"].value = value
             self.controls["size"].value = CUSTOM
+        self.controls["custom_size"].layout.display = None if value not in SIZES else "none"
 
     @property
     def explanation(self):
@@ -169,8 +192,6 @@ class HeatmapExplorer(ExplorerWidget):
         """Do what a click at pixel (x, y) of ``panel`` does: show the per-label bar chart."""
         self.wait(self.display_timeout)
         self._on_panel_click(panel, x, y)
-        if self.error:
-            raise ValueError(self.error)
         return dict(zip(self._explanation.labels, self._selected["scores"]))
 
     @property
@@ -185,7 +206,7 @@ class HeatmapExplorer(ExplorerWidget):
 
     # --- controls ----------------------------------------------------------------------------
 
-    def _build_controls(self, labels, view, redundancy, depth, cmap, opacity, threshold) -> None:
+    def _build_controls(self, labels: Sequence[str] | str) -> None:
         model = self.explainer.model
         blocks = _num_blocks(model)
         text = labels if isinstance(labels, str) else ", ".join(labels)
@@ -196,31 +217,31 @@ class HeatmapExplorer(ExplorerWidget):
             "preset": widgets.Dropdown(options=[("preset…", "")] + [(k, k) for k in PRESETS], value="",
                                        layout=widgets.Layout(width="170px")),
             "upload": widgets.FileUpload(accept="image/*", multiple=False, description="Image…"),
-            "view": widgets.ToggleButtons(options=VIEWS, value=_check(view, [k for _, k in VIEWS], "view"),
+            "view": widgets.ToggleButtons(options=VIEWS, value="overlay",
                                           style={"button_width": "auto"}),
             "label": widgets.Dropdown(options=[], description="Label", style=_WIDE,
                                       layout=widgets.Layout(width="220px")),
             "redundancy": widgets.Dropdown(options=REDUNDANCY, description="Redundancy", style=_WIDE,
-                                           value=_check(redundancy, [k for _, k in REDUNDANCY], "redundancy"),
+                                           value="auto",
                                            layout=widgets.Layout(width="230px")),
             "size": widgets.Dropdown(options=[(str(s), s) for s in SIZES] + [(CUSTOM, CUSTOM)], value=SIZES[0],
                                      description="Input size", style=_WIDE, layout=widgets.Layout(width="170px")),
             "custom_size": widgets.BoundedIntText(value=640, min=model.patch_size, max=4096, step=model.patch_size,
                                                   layout=widgets.Layout(width="80px", display="none")),
-            "depth": widgets.IntSlider(value=depth or min(6, blocks or 6), min=1, max=blocks or 12,
+            "depth": widgets.IntSlider(value=min(6, blocks or 6), min=1, max=blocks or 12,
                                        description="Surgery depth", style=_WIDE, disabled=blocks is None,
                                        continuous_update=False, layout=widgets.Layout(width="260px")),
-            "cmap": widgets.Dropdown(options=CMAPS, value=_check(cmap, CMAPS, "cmap"), description="Colours",
+            "cmap": widgets.Dropdown(options=CMAPS, value="jet", description="Colours",
                                      style=_WIDE, layout=widgets.Layout(width="160px")),
-            "opacity": widgets.FloatSlider(value=opacity, min=0.0, max=1.0, step=0.05, description="Opacity",
+            "opacity": widgets.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description="Opacity",
                                            style=_WIDE, layout=widgets.Layout(width="250px")),
-            "threshold": widgets.FloatSlider(value=threshold or 0.0, min=0.0, max=1.0, step=0.05,
+            "threshold": widgets.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05,
                                              description="Outline ≥", style=_WIDE,
                                              layout=widgets.Layout(width="250px")),
         }
         for name, control in c.items():  # stable CSS hooks for tests and custom styling
             control.add_class(f"csw-{name.replace('_', '-')}")
-        wrap = widgets.Layout(flex_flow="row wrap", align_items="center", gap="4px 12px")
+        wrap = widgets.Layout(flex_flow="row wrap", align_items="center")
         self._view_box = widgets.Box(layout=widgets.Layout(width="100%"))
         self._bar_box = widgets.Box(layout=widgets.Layout(width="100%"))
         self._view_box.add_class("csw-plot")
@@ -264,21 +285,22 @@ class HeatmapExplorer(ExplorerWidget):
 
     # --- requests ----------------------------------------------------------------------------
 
-    def _set_image(self, source: Any) -> bool:
+    def _set_image(self, source: Any) -> Exception | None:
+        """Load and show a new image, then explain it; a bad image is reported and returned."""
         try:
             rgb = self.explainer.prepare_image(source)
         except Exception as exc:  # noqa: BLE001 - bad images are reported in the widget
-            self._last_exception = exc
             self._show_error(exc, "reading the image")
-            return False
+            return exc
         with self._lock:
             self._rgb = rgb
             self._image_version += 1
             self._explanation = None
             self._selected = None
+            self._bar_box.layout.display = "none"  # its patch belonged to the previous image
             self._render()
-        self._request()
-        return True
+            self._request()  # inside the lock: a result for the old image can no longer land in between
+        return None
 
     def _request(self) -> None:
         if self._rgb is None:
@@ -330,63 +352,79 @@ class HeatmapExplorer(ExplorerWidget):
         with self._lock:
             plan = self._panel_plan()
             panels = self._figure(len(plan))
-            ncols = min(len(plan), 4) if self.view == "grid" else len(plan)
-            rows = -(-len(plan) // ncols)
-            height = 440 if rows == 1 and ncols <= 2 else (220 if ncols > 2 else 440) * rows + 30
+            shape = _grid_shape(len(plan), self.view == "grid", self._rgb)
             segmentation = plan[0][0] == "segmentation"
             with panels.fig.batch_update():
-                panels.arrange(len(plan), ncols, height, right_margin=140 if segmentation else 70)
-                panels.set_titles([_title(method, label) for method, label in plan])
+                panels.arrange(len(plan), shape.ncols, shape.height, width=FIGURE_WIDTH,
+                               right_margin=140 if segmentation else 70)
+                panels.set_titles([_title(method, label, short=self.view == "grid") for method, label in plan])
                 for index, _ in enumerate(plan):
                     if self._rgb is not None:
-                        side = 640 if index < 2 else max(200, 960 // ncols)
-                        panels.set_image(index, self._rgb, key=(self._image_version, side), max_side=side)
+                        panels.set_image(index, self._rgb, key=self._image_version, max_side=shape.image_side)
                 if self._explanation is not None:
                     for index, (method, label) in enumerate(plan):
-                        self._draw_panel(panels, index, method, label, showscale=index == len(plan) - 1)
+                        self._draw_panel(panels, index, method, label,
+                                         showscale=index == len(plan) - 1, bar_px=min(300, shape.height - 40))
                 self._draw_legend(panels, plan)
                 marker = self._selected
                 panels.set_marker(None if marker is None or marker["panel"] >= len(plan)
                                   else (marker["x"], marker["y"]), 0 if marker is None else marker["panel"])
-            if self._view_box.children != (panels.fig,):
-                self._view_box.children = (panels.fig,)
+            figure = panels.go_live()
+            if self._view_box.children != (figure,):
+                self._view_box.children = (figure,)
 
     def _figure(self, n_panels: int) -> PanelFigure:
-        """The one PanelFigure of this widget, rebuilt only when it needs more panels."""
+        """The one PanelFigure of this widget, rebuilt only when it needs more panels.
+
+        The old figure is not closed: its view may still be on screen until the swap, and closing
+        a plotly FigureWidget under a live view breaks the browser's message handling.
+        """
         if self._panels is None or self._panels.capacity < n_panels:
             capacity = max(4, -(-n_panels // 4) * 4)
-            self._panels = PanelFigure(capacity, on_click=self._guarded(self._on_panel_click,
-                                                                        "reading the clicked point"))
+            self._panels = PanelFigure(capacity, staged=True,
+                                       on_click=self._guarded(self._on_panel_click, "reading the clicked point"))
         return self._panels
 
-    def _draw_panel(self, panel: PanelFigure, index: int, method: str, label: str, showscale: bool) -> None:
+    def _draw_panel(self, panel: PanelFigure, index: int, method: str, label: str, showscale: bool,
+                    bar_px: int) -> None:
         e = self._explanation
-        step = display_step(e.image_size, self.heat_side)
-        key = (self._explanation_version, method, label, step)
         if method == "segmentation":
-            seg = e.segmentation("surgery")
-            panel.set_heat(index, key, subsample(seg, step), step, zmin=-0.5, zmax=len(e.labels) - 0.5)
+            step = display_step(e.image_size, self.heat_side)
+            panel.set_heat(index, (self._explanation_version, method, step), subsample(self._derived("seg"), step),
+                           step, zmin=-0.5, zmax=len(e.labels) - 0.5)
             panel.set_style(index, discrete_colorscale(figures.label_colors(len(e.labels))), self.opacity,
                             smooth=False)
             panel.set_outline(index, [])
             return
         maps = e.surgery if method == "surgery" else e.raw
         t = e.labels.index(label)
-        heat = maps.maps[t]
         hover = (f"<b>{html.escape(label)}</b> ({figures.METHOD_TITLES[method]})<br>"
-                 "normalised %{z:.3f}<br>raw score %{customdata:.4f}<br>x %{x}, y %{y}<extra></extra>")
-        panel.set_heat(index, key, subsample(heat, step), step,
-                       customdata=patch_value_image(maps.patch_scores[:, t], e.grid, e.image_size, step),
-                       hovertemplate=hover)
-        panel.set_style(index, plotly_colorscale(self.cmap), self.opacity, showscale=showscale)
-        panel.set_outline(index, region_outline(heat, self.threshold) if self.threshold else [])
+                 "normalised %{z:.3f}<br>raw score %{customdata:.4f}<br>patch at x %{x:.0f}, y %{y:.0f}"
+                 "<extra></extra>")
+        # The patch grid travels, not an image-sized map: the browser interpolates it bilinearly,
+        # which is how the engine resizes it too.
+        panel.set_patch_heat(index, (self._explanation_version, method, label), self._derived(method)[t],
+                             e.image_size, customdata=maps.patch_scores[:, t].reshape(e.grid), hovertemplate=hover)
+        panel.set_style(index, plotly_colorscale(self.cmap), self.opacity, showscale=showscale, bar_px=bar_px)
+        panel.set_outline(index, region_outline(maps.maps[t], self.threshold) if self.threshold else [])
+
+    def _derived(self, what: str) -> np.ndarray:
+        """Per-explanation arrays the views share, computed once: "surgery"/"raw" normalised patch
+        grids [T, gh, gw] and "seg", the argmax label per pixel [H, W]."""
+        key = (self._explanation_version, what)
+        if key not in self._derived_cache:
+            e = self._explanation
+            self._derived_cache = {k: v for k, v in self._derived_cache.items() if k[0] == key[0]}
+            self._derived_cache[key] = (e.segmentation("surgery") if what == "seg" else
+                                        normalised_patch_grid(getattr(e, what).patch_scores, e.grid))
+        return self._derived_cache[key]
 
     def _draw_legend(self, panel: PanelFigure, plan: list[tuple[str, str]]) -> None:
         e = self._explanation
         if plan[0][0] != "segmentation" or e is None:
             panel.set_legend([], np.zeros((0, 3)))
             return
-        present = np.unique(e.segmentation("surgery"))
+        present = np.unique(self._derived("seg"))
         colors = figures.label_colors(len(e.labels))
         panel.set_legend([e.labels[i] for i in present], colors[present])
 
@@ -413,10 +451,10 @@ class HeatmapExplorer(ExplorerWidget):
             self._draw_bars(info)
 
     def _draw_bars(self, info: dict) -> None:
-        open("/tmp/csw/click.log", "a").write(f"bars {info['x']} {info['y']}\n")
         if self._bars is None:
             self._bars = bar_figure()
             self._bar_box.children = (self._bars,)
+        self._bar_box.layout.display = None
         labels = list(self._explanation.labels)
         colors = ["#d62728" if t == self.label else "#1f77b4" for t in labels]
         title = (f"{figures.METHOD_TITLES[info['method']]} score of every label at patch "
@@ -450,15 +488,30 @@ def _parse_labels(text: str) -> list[str]:
     return list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
 
 
-def _title(method: str, label: str) -> str:
+def _title(method: str, label: str, short: bool = False) -> str:
     name = "segmentation (argmax)" if method == "segmentation" else figures.METHOD_TITLES[method]
+    if short and label:
+        return html.escape(label)
     return html.escape(f"{name}: {label}" if label and method != "segmentation" else name)
 
 
-def _check(value: Any, allowed: Sequence, what: str) -> Any:
-    if value not in allowed:
-        raise ValueError(f"Unknown {what} {value!r}; choose one of {', '.join(map(str, allowed))}.")
-    return value
+@dataclass(frozen=True)
+class _GridShape:
+    ncols: int
+    height: int      # figure height in pixels
+    image_side: int  # longest side of the image sent per panel
+
+
+def _grid_shape(n_panels: int, grid: bool, rgb: np.ndarray | None, width: int = _PLOT_WIDTH) -> _GridShape:
+    """Panel arrangement for a plot area ``width`` pixels wide; small panels get smaller images."""
+    aspect = rgb.shape[0] / rgb.shape[1] if rgb is not None else 0.75
+    if not grid:
+        height = min(560, max(280, round(width / n_panels * aspect) + 60))
+        return _GridShape(n_panels, height, 640)
+    ncols = n_panels if n_panels <= 4 else 4 if n_panels <= 12 else 6
+    rows = -(-n_panels // ncols)
+    row_height = round(width / ncols * aspect) + 28
+    return _GridShape(ncols, max(200, rows * row_height + 36), 160 if ncols > 4 else 320)
 
 
 def _num_blocks(model: Any) -> int | None:

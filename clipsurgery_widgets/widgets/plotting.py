@@ -1,10 +1,15 @@
 """plotly pieces shared by the widgets: image panels with heat maps, colour scales, bar charts.
 
-A :class:`PanelFigure` is a ``go.FigureWidget`` holding ``n`` image panels. Each panel has three
-traces: the image (a base64 PNG, sent once per image), a heat map (its data replaced when the
-explanation changes; its style when colour map or opacity change) and an outline. One marker
-trace shows the last clicked point. Coordinates everywhere are original-image pixels
-(x = column, y = row, pixel centres at integers), whatever resolution is actually sent.
+A :class:`PanelFigure` is one ``go.FigureWidget`` with up to ``capacity`` image panels. Each
+panel is a layout image (a base64 PNG, sent once per image) under two traces: a heat map (its data
+replaced when the explanation changes, its style when colour map or opacity change) and an
+outline. One marker trace shows the last clicked point. Coordinates everywhere are
+original-image pixels (x = column, y = row, pixel centres at integers), whatever resolution is
+actually sent.
+
+Why layout images and not ``go.Image`` traces: an image trace loads asynchronously, and an update
+that reaches the browser while it loads stops the FigureWidget from ever wiring its click and
+hover events (seen with plotly 7.1 in JupyterLab 4 on "Run All").
 """
 from __future__ import annotations
 
@@ -18,21 +23,32 @@ import plotly.graph_objects as go
 from matplotlib import colormaps
 from PIL import Image
 
-IMAGE_TRACE, HEAT_TRACE, OUTLINE_TRACE = 0, 1, 2
-TRACES_PER_PANEL = 3
+from ..engine.regions import sample_positions
+
+HEAT_TRACE, OUTLINE_TRACE = 0, 1
+TRACES_PER_PANEL = 2
 MARKER_COLOR = "#ff2bd6"
 
 
 def image_data_uri(rgb: np.ndarray, max_side: int = 640) -> tuple[str, float]:
-    """RGB uint8 [H, W, 3] -> (PNG data URI no larger than ``max_side``, original pixels per sent pixel)."""
+    """RGB uint8 [H, W, 3] -> (data URI no larger than ``max_side``, original pixels per sent pixel).
+
+    PNG (lossless) for full-size panels; JPEG for thumbnails of at most 256 pixels, where a
+    grid of dozens of panels would otherwise send megabytes.
+    """
     height, width = rgb.shape[:2]
     scale = max(1.0, max(height, width) / max_side)
     img = Image.fromarray(rgb)
     if scale > 1.0:
         img = img.resize((max(1, round(width / scale)), max(1, round(height / scale))), Image.LANCZOS)
     buffer = io.BytesIO()
-    img.save(buffer, format="PNG", optimize=False, compress_level=6)
-    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    if max_side <= 256:
+        img.save(buffer, format="JPEG", quality=88)
+        mime = "image/jpeg"
+    else:
+        img.save(buffer, format="PNG", compress_level=6)
+        mime = "image/png"
+    uri = f"data:{mime};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
     return uri, width / img.width
 
 
@@ -62,22 +78,26 @@ class PanelFigure:
     panels on a grid and hides the rest. (Each new plotly FigureWidget ships plotly.js, several
     megabytes, to the browser, so widgets create as few as they can.)
 
+    With ``staged=True`` it starts as a plain ``go.Figure``: fill it, then call :meth:`go_live` to
+    turn it into the FigureWidget, whose first state then carries all the data. (A fresh
+    FigureWidget that receives a large batch of updates before its first view renders can show
+    stale traces in plotly 7.1.) By default it is a FigureWidget from the start.
+
     ``on_click(panel, x, y)`` is called with original-image pixel coordinates when a panel's heat
     map is clicked.
     """
 
-    def __init__(self, capacity: int, on_click: Callable[[int, float, float], None] | None = None):
+    def __init__(self, capacity: int, on_click: Callable[[int, float, float], None] | None = None,
+                 staged: bool = False):
         self.capacity = capacity
         self.n_panels = 0
         self._on_click = on_click
         self._keys: list[object] = [None] * capacity
         self._image_keys: list[object] = [None] * capacity
-        self._image_size: tuple[int, int] | None = None
         traces, layout = [], {}
         for panel in range(capacity):
             axes = dict(xaxis=_axis_ref("x", panel), yaxis=_axis_ref("y", panel))
             traces += [
-                go.Image(source=None, hoverinfo="skip", name="image", visible=False, **axes),
                 go.Heatmap(z=None, showscale=False, name="heat", zsmooth=False, hoverongaps=False, visible=False,
                            **axes),
                 go.Scatter(x=[], y=[], mode="lines", hoverinfo="skip", showlegend=False, visible=False,
@@ -86,31 +106,47 @@ class PanelFigure:
             layout[_axis_name("x", panel)] = dict(visible=False, showgrid=False, zeroline=False, constrain="domain",
                                                   anchor=_axis_ref("y", panel), domain=[0, 0.01])
             layout[_axis_name("y", panel)] = dict(visible=False, showgrid=False, zeroline=False, constrain="domain",
+                                                  constraintoward="top",  # right under the panel's title
                                                   anchor=_axis_ref("x", panel), domain=[0, 0.01],
                                                   scaleanchor=_axis_ref("x", panel), autorange="reversed")
         traces.append(go.Scatter(x=[], y=[], mode="markers", hoverinfo="skip", showlegend=False, name="clicked",
                                  marker=dict(symbol="x-thin", size=14, line=dict(width=3, color=MARKER_COLOR))))
         annotations = [dict(text="", x=0, y=1, xref="paper", yref="paper", showarrow=False, xanchor="center",
                             yanchor="bottom", font=dict(size=13), visible=False) for _ in range(capacity)]
-        self.fig = go.FigureWidget(data=traces, layout=dict(
-            layout, height=420, margin=dict(l=8, r=8, t=8, b=8), dragmode=False, plot_bgcolor="white",
-            showlegend=False, hovermode="closest", annotations=annotations,
+        images = [dict(source=None, xref=_axis_ref("x", p), yref=_axis_ref("y", p), x=-0.5, y=-0.5, sizex=1, sizey=1,
+                       xanchor="left", yanchor="top", sizing="stretch", layer="below", visible=False)
+                  for p in range(capacity)]
+        self.fig: go.Figure = go.Figure(data=traces, layout=dict(
+            layout, height=420, margin=dict(l=8, r=8, t=28, b=8), dragmode=False, plot_bgcolor="white",
+            showlegend=False, hovermode="closest", annotations=annotations, images=images,
             legend=dict(itemclick=False, itemdoubleclick=False)))
         self._legend_start = len(self.fig.data)
-        self.fig.observe(lambda c: open("/tmp/csw/click.log", "a").write(f"js2py {str(c['new'])[:150]}\n"), names="_js2py_pointsCallback")
-        for panel in range(capacity):
-            self.trace(panel, HEAT_TRACE).on_click(self._make_click_handler(panel))
+        if not staged:
+            self.go_live()
+
+    @property
+    def live(self) -> bool:
+        return isinstance(self.fig, go.FigureWidget)
+
+    def go_live(self) -> go.FigureWidget:
+        """Turn the staged figure into its FigureWidget (once) and wire the click callbacks."""
+        if not self.live:
+            self.fig = go.FigureWidget(self.fig)
+            for panel in range(self.capacity):
+                self.trace(panel, HEAT_TRACE).on_click(self._make_click_handler(panel))
+        return self.fig
 
     # --- layout ------------------------------------------------------------------------------
 
-    def arrange(self, n_panels: int, ncols: int, height: int, right_margin: int = 8) -> None:
+    def arrange(self, n_panels: int, ncols: int, height: int, width: int | None = None,
+                right_margin: int = 8) -> None:
         """Show the first ``n_panels`` panels on a grid with ``ncols`` columns; hide the others."""
         if not 1 <= n_panels <= self.capacity:
             raise ValueError(f"n_panels must be in 1..{self.capacity}, got {n_panels}.")
         nrows = math.ceil(n_panels / ncols)
-        title = 24 / height  # room above each panel for its title, in paper units
-        hgap, vgap = (0.02 if ncols > 1 else 0.0), (0.03 if nrows > 1 else 0.0)
-        updates: dict = {"height": height, "margin.r": right_margin}
+        title = 24 / max(1, height - 36)  # room above each panel for its title, in paper units (plot area)
+        hgap, vgap = (0.02 if ncols > 1 else 0.0), (8 / height if nrows > 1 else 0.0)
+        updates: dict = {"height": height, "width": width, "margin.r": right_margin}
         notes: list[dict] = []
         for panel in range(self.capacity):
             active = panel < n_panels
@@ -128,11 +164,12 @@ class PanelFigure:
         with self.fig.batch_update():
             for path, value in updates.items():
                 self.fig.layout[path] = value  # plotly sends only values that changed
-            for annotation, note in zip(self.fig.layout.annotations, notes):
+            for panel, (annotation, note) in enumerate(zip(self.fig.layout.annotations, notes)):
                 annotation.update(note)
+                self.fig.layout.images[panel].visible = panel < n_panels
             for panel in range(self.capacity):
                 active = panel < n_panels
-                for kind in (IMAGE_TRACE, HEAT_TRACE, OUTLINE_TRACE):
+                for kind in (HEAT_TRACE, OUTLINE_TRACE):
                     trace = self.trace(panel, kind)
                     if trace.visible != active:
                         trace.visible = active
@@ -144,20 +181,26 @@ class PanelFigure:
         return self.fig.data[panel * TRACES_PER_PANEL + kind]
 
     def set_image(self, panel: int, rgb: np.ndarray, key: object, max_side: int = 640) -> None:
-        """Show ``rgb`` in ``panel``; sent only when ``key`` (e.g. an image version) changes."""
-        if self._image_keys[panel] == key:
+        """Show ``rgb`` in ``panel``, sent only when ``key`` (e.g. an image version) or ``max_side``
+        changes. A new ``key`` also clears the panel's heat map and outline, which belonged to the
+        previous image."""
+        if self._image_keys[panel] == (key, max_side):
             return
-        uri, scale = image_data_uri(rgb, max_side)
+        new_image = self._image_keys[panel] is None or self._image_keys[panel][0] != key
+        uri, _ = image_data_uri(rgb, max_side)
         height, width = rgb.shape[:2]
-        self.trace(panel, IMAGE_TRACE).update(source=uri, x0=scale / 2 - 0.5, dx=scale, y0=scale / 2 - 0.5,
-                                              dy=scale)
-        self.clear_panel(panel)
-        self.fig.layout[_axis_name("x", panel)].range = [-0.5, width - 0.5]
+        self.fig.layout.images[panel].update(source=uri, sizex=width, sizey=height)
+        if new_image:
+            # Not when only the size changes: in a plotly batch_update, clearing a value and setting
+            # the same value again leaves it cleared.
+            self.clear_panel(panel)
+        self.fig.layout[_axis_name("x", panel)].update(range=[-0.5, width - 0.5], autorange=False)
         self.fig.layout[_axis_name("y", panel)].update(range=[height - 0.5, -0.5], autorange=False)
-        self._image_keys[panel] = key
+        self._image_keys[panel] = (key, max_side)
 
     def clear_panel(self, panel: int) -> None:
-        self.trace(panel, HEAT_TRACE).update(z=None, customdata=None)
+        # Empty arrays, not None: in a plotly batch_update, None followed by a value keeps None.
+        self.trace(panel, HEAT_TRACE).update(z=[], customdata=[])
         self.trace(panel, OUTLINE_TRACE).update(x=[], y=[])
         self._keys[panel] = None
 
@@ -165,23 +208,44 @@ class PanelFigure:
                  hovertemplate: str | None = None, zmin: float = 0.0, zmax: float = 1.0) -> None:
         """Replace a panel's heat data, unless ``key`` says it is already there.
 
-        z: [h, w] values at every ``step``-th pixel from the middle of the first block
-        (``map[o::step, o::step]`` with o = step // 2); see :func:`subsample`.
+        z: [h, w] values at the pixels :func:`subsample` keeps for ``step`` (every ``step``-th
+        pixel from ``step // 2``); plotly draws each as a ``step`` x ``step`` cell.
         """
         if self._keys[panel] == key:
             return
-        heat = self.trace(panel, HEAT_TRACE)
         offset = step // 2
-        heat.update(z=_compact(z, 3), customdata=None if customdata is None else _compact(customdata, 4),
+        heat = self.trace(panel, HEAT_TRACE)
+        heat.update(z=_compact(z, 3), customdata=[] if customdata is None else _compact(customdata, 4),
                     x0=offset, dx=step, y0=offset, dy=step, zmin=zmin, zmax=zmax,
                     hovertemplate=hovertemplate, hoverinfo=None if hovertemplate else "none")
         self._keys[panel] = key
 
+    def set_patch_heat(self, panel: int, key: object, values: np.ndarray, image_size: tuple[int, int],
+                       customdata: np.ndarray | None = None, hovertemplate: str | None = None,
+                       zmin: float = 0.0, zmax: float = 1.0) -> None:
+        """A heat map given on the patch grid ([gh, gw]), one cell per patch over the image.
+
+        With smoothing on (see :meth:`set_style`) plotly interpolates bilinearly between patch
+        centres and holds the edge values, as the engine's align_corners=False resize does; so a
+        label change sends gh * gw numbers, not an image-sized map.
+        """
+        if self._keys[panel] == key:
+            return
+        (height, width), (gh, gw) = image_size, np.shape(values)
+        cell_h, cell_w = height / gh, width / gw
+        heat = self.trace(panel, HEAT_TRACE)
+        heat.update(z=_compact(values, 4), customdata=[] if customdata is None else _compact(customdata, 5),
+                    x0=cell_w / 2 - 0.5, dx=cell_w, y0=cell_h / 2 - 0.5, dy=cell_h, zmin=zmin, zmax=zmax,
+                    hovertemplate=hovertemplate, hoverinfo=None if hovertemplate else "none")
+        self._keys[panel] = key
+
     def set_style(self, panel: int, colorscale: list, opacity: float, showscale: bool = False,
-                  smooth: bool = True) -> None:
+                  smooth: bool = True, bar_px: int = 300) -> None:
+        """Colours and opacity of a panel's heat map; ``showscale`` adds a ``bar_px``-tall colour bar."""
         self.trace(panel, HEAT_TRACE).update(
             colorscale=colorscale, opacity=opacity, showscale=showscale, zsmooth="best" if smooth else False,
-            colorbar=dict(title=dict(text="normalised", side="right"), thickness=12, len=0.9))
+            colorbar=dict(title=dict(text="normalised", side="right"), thickness=12, lenmode="pixels",
+                          len=bar_px, y=1, yanchor="top"))
 
     def set_outline(self, panel: int, lines: Sequence[np.ndarray]) -> None:
         """Draw polylines (each [K, 2] in (x, y)) as one trace; None separates them."""
@@ -224,8 +288,7 @@ class PanelFigure:
 
     def _make_click_handler(self, panel: int) -> Callable:
         def handle(trace, points, state) -> None:
-            open("/tmp/csw/click.log", "a").write(f"handle {panel} {points.point_inds} {points.xs} z={trace.z is not None}\n")
-            if not points.point_inds or self._on_click is None or trace.z is None:
+            if not points.point_inds or self._on_click is None or trace.z is None or len(trace.z) == 0:
                 return
             self._on_click(panel, float(points.xs[0]), float(points.ys[0]))
         return handle
@@ -241,9 +304,10 @@ def bar_figure(height: int = 260) -> go.FigureWidget:
 
 
 def subsample(values: np.ndarray, step: int) -> np.ndarray:
-    """Every ``step``-th pixel of an [H, W] map, from the middle of the first step x step block."""
-    offset = step // 2
-    return values[offset::step, offset::step]
+    """The pixels of an [H, W] map that are sent for display (see ``regions.sample_positions``)."""
+    rows = sample_positions(values.shape[0], step)
+    cols = sample_positions(values.shape[1], step)
+    return values[np.ix_(rows, cols)]
 
 
 def _axis_name(letter: str, panel: int) -> str:

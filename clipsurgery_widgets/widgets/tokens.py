@@ -14,7 +14,7 @@ from ..engine.explainer import Explainer
 from ..engine.regions import display_step, patch_value_image
 from ..engine.tokens import RegionRanking, TokenAttribution, token_attributions
 from .base import ExplorerWidget
-from .plotting import PanelFigure, plotly_colorscale
+from .plotting import PanelFigure, plotly_colorscale, subsample
 
 SCORES = (("global token", "global"), ("max over patches", "max"))
 MARKINGS = (("top three", "top3"), ("colour scale", "scale"))
@@ -442,7 +442,7 @@ class TokenExplorer(ExplorerWidget):
         heat = self.heat
         values = a.caption_patch_scores if self._selected is None else a.patch_scores[:, self._selected]
         with self._panel.fig.batch_update():
-            self._panel.set_heat(0, (self._version, self._selected, step), heat[::step, ::step], step,
+            self._panel.set_heat(0, (self._version, self._selected, step), subsample(heat, step), step,
                                  customdata=patch_value_image(values, a.grid, a.image_size, step),
                                  hovertemplate="normalised %{z:.3f}<br>raw score %{customdata:.4f}"
                                                "<br>x %{x}, y %{y}<extra></extra>")

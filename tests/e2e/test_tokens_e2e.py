@@ -7,13 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from clipsurgery_widgets.widgets import plotting
 
 pytestmark = pytest.mark.e2e
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 EXPLORER = ".clipsurgery-widget >> nth=0"
 PLOT_JS = "document.querySelector('.clipsurgery-widget .csw-plot .js-plotly-plot')"
-HEAT = 1  # trace index of the heat map (image, heat, outline)
+HEAT = plotting.HEAT_TRACE  # trace index of the first panel's heat map
 INJECTION = "<img src=x onerror=alert(1)>"
 
 

@@ -86,16 +86,22 @@ def test_verbose_shows_traceback(capsys):
     assert code == 1 and "Traceback" in err
 
 
-@pytest.mark.parametrize("model,method", [("tiny-random-vit", "both"), ("tiny-random-resnet", "surgery")])
-def test_explain_writes_a_figure(capsys, tmp_path, photo, model, method):
-    out = tmp_path / "figs" / "fig.png"
-    code, _, err = run(capsys, "explain", str(photo), "--labels", "red square,background,cat+dog", "--model", model,
-                       "--method", method, "--size", "224", "--out", str(out))
-    assert code == 0, err
-    assert "[3/3] wrote" in err
-    with Image.open(out) as fig:
-        width, height = fig.size
-    assert height > width  # one row per label (3 rows) is taller than the columns are wide
+@pytest.mark.parametrize("model", ["tiny-random-vit", "tiny-random-resnet"])
+def test_explain_writes_a_figure(capsys, tmp_path, photo, model):
+    def figure_size(labels, method):
+        out = tmp_path / "figs" / f"{method}-{len(labels.split(','))}.png"
+        code, _, err = run(capsys, "explain", str(photo), "--labels", labels, "--model", model,
+                           "--method", method, "--size", "224", "--out", str(out))
+        assert code == 0, err
+        assert "[3/3] wrote" in err
+        with Image.open(out) as fig:
+            return fig.size
+
+    three_both = figure_size("red square,background,cat+dog", "both")
+    three_surgery = figure_size("red square,background,cat+dog", "surgery")
+    one_both = figure_size("red square", "both")
+    assert three_both[0] > three_surgery[0]  # image / raw / surgery columns versus image / surgery
+    assert three_both[1] > 2 * one_both[1]  # one row per label
 
 
 def test_sample_image_and_non_square_size(capsys, tmp_path):

@@ -17,6 +17,7 @@ from clipsurgery_widgets.engine.text import TEMPLATES
 from clipsurgery_widgets.engine.textspan import encode_text_pool, text_span
 from clipsurgery_widgets.widgets import decomposition as widget_module
 from clipsurgery_widgets.widgets.decomposition import DecompositionExplorer
+from clipsurgery_widgets.widgets import plotting
 
 POOL = [f"texture number {i}" for i in range(30)] + ["a <script>alert(1)</script> sign", "a red car", "a dog"]
 LABELS = ["cat", "dog", "car"]
@@ -74,7 +75,7 @@ def test_selecting_a_head_shows_its_texts_and_map(explorer, explainer):
     html = explorer.texts_html
     assert "Layer 5, head 1" in html and all(t.replace("<", "&lt;") in html for t, _ in texts[:3])
     assert list(explorer.grid_figure.data[2].x) == [1] and list(explorer.grid_figure.data[2].y) == [5]
-    head_heat = explorer.map_figure.data[1 * 3 + 1]
+    head_heat = explorer.map_figure.data[1 * plotting.TRACES_PER_PANEL + plotting.HEAT_TRACE]
     assert head_heat.z is not None and np.nanmax(np.asarray(head_heat.z, dtype=float)) == pytest.approx(1.0, abs=0.05)
     assert "layer 5, head 1" in explorer.map_figure.layout.annotations[1].text
 

@@ -480,3 +480,82 @@ def test_legacy_pickle_needs_trust(tmp_path, tiny_sam):
 def test_from_pretrained_rejects_unknown_type():
     with pytest.raises(UnsupportedModelError, match="No official checkpoint"):
         SamRefiner.from_pretrained("tiny")
+
+
+# --- CLIPSURGERY_SAM ------------------------------------------------------------------------------
+
+def test_load_sam_from_env_tiny(monkeypatch, tiny_sam, image):
+    from clipsurgery_widgets.engine.sam import load_sam_from_env
+
+    monkeypatch.setenv("CLIPSURGERY_SAM", "tiny")
+    refiner = load_sam_from_env()
+    assert refiner.fingerprint == SamRefiner(tiny_sam).fingerprint
+    assert refiner.model is not tiny_sam  # a fresh model each time: nobody else's is touched
+    refiner.set_image(image)
+    assert refiner.predict(points=[[10, 10]]).masks.shape == (3, H, W)
+
+
+def test_load_sam_from_env_checkpoint_paths(monkeypatch, tmp_path, tiny_sam):
+    from clipsurgery_widgets.engine.sam import load_sam_from_env
+
+    path = tmp_path / "sam_tiny.pth"
+    torch.save(tiny_sam.state_dict(), path)
+    expected = SamRefiner(tiny_sam).fingerprint
+    for spec in (f"tiny:{path}", str(path)):  # with the type, or inferred from a bare path
+        monkeypatch.setenv("CLIPSURGERY_SAM", spec)
+        assert load_sam_from_env(device="cpu").fingerprint == expected
+    monkeypatch.setenv("CLIPSURGERY_SAM", f"vit_b:{path}")
+    with pytest.raises(CheckpointError, match="holds a tiny SAM checkpoint"):
+        load_sam_from_env()
+    monkeypatch.setenv("CLIPSURGERY_SAM", f"vit_b:{tmp_path / 'missing.pth'}")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_sam_from_env()
+
+
+def test_load_sam_from_env_offline_default_fails_fast_with_instructions(monkeypatch, tmp_path):
+    import socket
+    import time
+
+    from clipsurgery_widgets.engine import downloads
+    from clipsurgery_widgets.engine.errors import ModelLoadError
+    from clipsurgery_widgets.engine.sam import load_sam_from_env
+
+    with socket.socket() as sock:  # a port nothing listens on stands in for the unreachable server
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/segment_anything/sam_vit_b_01ec64.pth"
+    monkeypatch.setitem(downloads.SAM_CHECKPOINTS, "vit_b", (url, downloads.SAM_CHECKPOINTS["vit_b"][1]))
+    monkeypatch.setenv("CLIPSURGERY_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("CLIPSURGERY_SAM", raising=False)  # the default is vit_b
+    start = time.monotonic()
+    with pytest.raises(ModelLoadError) as info:
+        load_sam_from_env()
+    assert time.monotonic() - start < 5
+    message = str(info.value)
+    assert f"Could not download {url}" in message and "offline" in message
+    assert str(tmp_path / "sam" / "sam_vit_b_01ec64.pth") in message  # where to put a manual download
+    assert "CLIPSURGERY_SAM=vit_b:/path/to/the/file.pth" in message and "CLIPSURGERY_SAM=tiny" in message
+
+
+def test_load_sam_from_env_unknown_value(monkeypatch):
+    from clipsurgery_widgets.engine.sam import load_sam_from_env
+
+    monkeypatch.setenv("CLIPSURGERY_SAM", "vit_q")
+    with pytest.raises(UnsupportedModelError, match="CLIPSURGERY_SAM='vit_q'.*'tiny', 'vit_b'"):
+        load_sam_from_env()
+
+
+def test_progress_exception_abandons_the_embedding(tiny_sam, image):
+    class Stop(Exception):
+        pass
+
+    def stop_midway(fraction, message):
+        if 0.0 < fraction < 1.0:
+            raise Stop
+
+    r = SamRefiner(tiny_sam)
+    with pytest.raises(Stop):
+        r.set_image(image, progress=stop_midway)
+    assert r.image_key is None and r.embeddings_computed == 0
+    assert all(not block._forward_hooks for block in tiny_sam.image_encoder.blocks)  # hooks removed
+    assert r.set_image(image) is True and r.embeddings_computed == 1  # nothing half-done was cached

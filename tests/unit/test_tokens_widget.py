@@ -14,6 +14,7 @@ from clipsurgery_widgets.engine.tokens import token_attributions
 from clipsurgery_widgets.figures import figure_bytes
 from clipsurgery_widgets.figures_tokens import TOP_COLORS, token_colors, token_figure
 from clipsurgery_widgets.widgets.tokens import TokenExplorer
+from clipsurgery_widgets.widgets import plotting
 
 CAPTION = "A cat, lying on a soft sofa."
 INJECTION = "<img src=x onerror=alert(1)>"
@@ -39,7 +40,7 @@ def widget(explainer, image):
 
 
 def heat_trace(w):
-    return w.current_figure.data[1]
+    return w.current_figure.data[plotting.HEAT_TRACE]
 
 
 def marker_trace(w):

@@ -1,0 +1,169 @@
+"""Static matplotlib figures of q-k versus v-v attention (the paper's Figure 1 and companions).
+
+Renderers only: the rows and statistics come from :mod:`clipsurgery_widgets.engine.attention`.
+Maps are shown per patch (nearest, no interpolation), each divided by its own largest patch value,
+over the image as in the heat-map figures (jet, 0.4 image + 0.6 heat by default). The query cell
+is outlined in magenta; a global-token query outlines the whole image.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from PIL import Image
+
+from .engine.attention import GLOBAL, STAT_NAMES, STAT_TITLES, AttentionRows, AttentionStats, cell_box
+from .engine.maps import overlay
+from .engine.regions import patch_value_image
+
+QUERY_COLOR = "#ff2bd6"
+KIND_COLORS = {"qk": "#d62728", "vv": "#1f77b4"}
+KIND_TITLES = {"qk": "q-k attention", "vv": "v-v attention"}
+_MAX_SIDE = 640  # panels never need more pixels than this
+
+
+def qk_vv_figure(panels: Sequence[tuple[np.ndarray, AttentionRows]], layer_name: str | None = None,
+                 cmap: str = "jet", opacity: float = 0.6, panel_inches: float = 2.4) -> Figure:
+    """The paper's Figure 1 layout: one column per image; rows image-with-query, q-k, v-v.
+
+    Args:
+        panels: (rgb uint8 [H, W, 3], AttentionRows for that image) per column.
+        layer_name: shown in the title (e.g. "block 11"); default "layer <index>".
+        cmap, opacity: colour map of the attention maps and their weight over the image.
+    """
+    if not panels:
+        raise ValueError("panels is empty: pass at least one (image, AttentionRows) pair.")
+    images = [_display_image(rgb) for rgb, _ in panels]
+    fig = _new_figure(3, len(panels), images[0].shape, panel_inches)
+    axes = fig.subplots(3, len(panels), squeeze=False)
+    for col, (rgb, (_, rows)) in enumerate(zip(images, panels)):
+        _draw(axes[0, col], rgb, None, rows, cmap, opacity)
+        axes[0, col].set_title(query_text(rows.query), fontsize=10)
+        for r, kind in enumerate(("qk", "vv"), start=1):
+            _draw(axes[r, col], rgb, rows.normalised(kind), rows, cmap, opacity)
+            axes[r, col].set_title(f"global token {rows.kind(kind)[1]:.3f}", fontsize=8, color="#555")
+    for r, label in enumerate(("image and query", KIND_TITLES["qk"], KIND_TITLES["vv"])):
+        axes[r, 0].text(-0.05, 0.5, label, transform=axes[r, 0].transAxes, rotation=90, ha="right", va="center",
+                        fontsize=10)
+    first = panels[0][1]
+    fig.suptitle(f"{layer_name or f'layer {first.layer}'}, {head_text(first.head)}", fontsize=11)
+    return fig
+
+
+def layers_figure(rgb: np.ndarray, rows: Sequence[AttentionRows], layer_names: Sequence[str] | None = None,
+                  cmap: str = "jet", opacity: float = 0.6, ncols: int | None = None,
+                  panel_inches: float = 1.3) -> Figure:
+    """Small multiples: the q-k and v-v rows of one query at every layer (pairs of rows per band)."""
+    if not rows:
+        raise ValueError("rows is empty: pass AttentionCapture.all_layers(query, head).")
+    names = list(layer_names) if layer_names is not None else [f"layer {r.layer}" for r in rows]
+    image = _display_image(rgb)
+    ncols = ncols or min(len(rows), 12)
+    bands = math.ceil(len(rows) / ncols)
+    fig = _new_figure(2 * bands, ncols, image.shape, panel_inches)
+    axes = fig.subplots(2 * bands, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for index, layer_rows in enumerate(rows):
+        band, col = divmod(index, ncols)
+        for offset, kind in enumerate(("qk", "vv")):
+            ax = axes[2 * band + offset, col]
+            _draw(ax, image, layer_rows.normalised(kind), layer_rows, cmap, opacity)
+            if offset == 0:
+                ax.set_title(names[index], fontsize=8)
+            if col == 0:
+                ax.text(-0.08, 0.5, kind.replace("qk", "q-k").replace("vv", "v-v"), transform=ax.transAxes,
+                        rotation=90, ha="right", va="center", fontsize=9)
+    fig.suptitle(f"{query_text(rows[0].query)}, {head_text(rows[0].head)}: every layer", fontsize=11)
+    return fig
+
+
+def stats_figure(query_stats: AttentionStats, all_stats: AttentionStats | None = None,
+                 layer_names: Sequence[str] | None = None, current_layer: int | None = None,
+                 panel_inches: float = 2.6) -> Figure:
+    """q-k against v-v across layers: one panel per statistic; solid = the query, dashed = all queries."""
+    fig = Figure(figsize=(len(STAT_NAMES) * panel_inches + 0.8, panel_inches + 0.9), layout="constrained")
+    axes = fig.subplots(1, len(STAT_NAMES), squeeze=False)[0]
+    layers = np.asarray(query_stats.layers)
+    for ax, name in zip(axes, STAT_NAMES):
+        for kind in ("qk", "vv"):
+            label = KIND_TITLES[kind].replace(" attention", "")
+            ax.plot(layers, query_stats.kind(kind)[name], "-o", ms=3, color=KIND_COLORS[kind],
+                    label=f"{label}, {query_text(query_stats.query)}")
+            if all_stats is not None:
+                ax.plot(np.asarray(all_stats.layers), all_stats.kind(kind)[name], "--", color=KIND_COLORS[kind],
+                        alpha=0.8, label=f"{label}, mean of all patch queries")
+        if name == "entropy":
+            ax.axhline(query_stats.max_entropy, color="#999", lw=0.8, ls=":", label="uniform row")
+        if current_layer is not None:
+            ax.axvline(current_layer, color="#bbb", lw=1)
+        title = STAT_TITLES[name]
+        if name == "local":
+            title += f" ({query_stats.metric} r={query_stats.radius:g})"
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("layer", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if layer_names is not None and len(layer_names) <= 12:
+            ax.set_xticks(layers, [layer_names[i] for i in layers], rotation=45, ha="right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles2, labels2 = axes[STAT_NAMES.index("entropy")].get_legend_handles_labels()
+    extra = [(h, l) for h, l in zip(handles2, labels2) if l not in labels]
+    fig.legend(handles + [h for h, _ in extra], labels + [l for _, l in extra], loc="outside lower center",
+               ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(f"q-k vs v-v attention across layers, {head_text(query_stats.head)}", fontsize=11)
+    return fig
+
+
+def query_text(query) -> str:
+    """"query (row 3, col 5)" or "query: global token"."""
+    if query == GLOBAL:
+        return "query: global token"
+    if isinstance(query, str):
+        return f"query: {query}"
+    return f"query (row {query[0]}, col {query[1]})"
+
+
+def head_text(head: int | None) -> str:
+    return "mean of heads" if head is None else f"head {head}"
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def _draw(ax, rgb: np.ndarray, heat_grid: np.ndarray | None, rows: AttentionRows, cmap: str, opacity: float) -> None:
+    """Image (with the attention map over it when given) and the query outline."""
+    size = rgb.shape[:2]
+    if heat_grid is None:
+        shown = rgb
+    else:
+        heat = patch_value_image(heat_grid.ravel(), rows.grid, size)
+        shown = overlay(rgb, heat, cmap=cmap, opacity=opacity)
+    ax.imshow(shown, interpolation="nearest")
+    if rows.query == GLOBAL:
+        x0, y0, x1, y1 = -0.5, -0.5, size[1] - 0.5, size[0] - 0.5
+    else:
+        x0, y0, x1, y1 = cell_box(rows.query, size, rows.grid)
+    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=QUERY_COLOR, linewidth=1.8))
+    ax.set_xlim(-0.5, size[1] - 0.5)
+    ax.set_ylim(size[0] - 0.5, -0.5)
+    ax.set_axis_off()
+
+
+def _display_image(rgb: np.ndarray) -> np.ndarray:
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"rgb must be a uint8 [H, W, 3] array, got {rgb.dtype} {rgb.shape}; "
+                         f"use Explainer.prepare_image or load_image to read it.")
+    height, width = rgb.shape[:2]
+    scale = max(height, width) / _MAX_SIDE
+    if scale <= 1:
+        return rgb
+    size = (max(1, round(width / scale)), max(1, round(height / scale)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.LANCZOS))
+
+
+def _new_figure(nrows: int, ncols: int, shape: tuple[int, ...], panel_inches: float) -> Figure:
+    aspect = shape[0] / shape[1]
+    return Figure(figsize=(ncols * panel_inches + 0.6, nrows * panel_inches * aspect + 0.7), layout="constrained")

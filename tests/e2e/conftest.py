@@ -1,0 +1,294 @@
+"""Real-browser fixtures: a private JupyterLab server on loopback and headless Chromium (Playwright).
+
+The server starts once per session with its own config/data/runtime dirs, serves a copy of
+notebooks/ (so nothing in the repository is modified), runs kernels with
+CLIPSURGERY_MODEL=tiny-random-vit, and is stopped by its PID at the end. The browser is Debian's
+Chromium (/usr/bin/chromium, or $CLIPSURGERY_CHROMIUM); Playwright's own browser download is
+never used. Without a browser the tests fail when $CI is set and are skipped otherwise.
+Screenshots go to test-artifacts/ (git-ignored).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = os.environ.get("CLIPSURGERY_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
+                 "--disable-dev-shm-usage"]
+SERVER_START_TIMEOUT = 90.0
+E2E_MODEL = os.environ.get("CLIPSURGERY_E2E_MODEL", "tiny-random-vit")
+
+
+def _unavailable(reason: str) -> None:
+    """Fail in CI (a missing browser must not pass silently), skip elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(f"End-to-end tests cannot run: {reason}", pytrace=False)
+    pytest.skip(f"End-to-end tests skipped: {reason}")
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        _unavailable(f"no Chromium at {CHROMIUM}. Install it (bash scripts/install-browser.sh, or "
+                     f"apt-get install chromium) or point CLIPSURGERY_CHROMIUM at a Chromium binary.")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _unavailable("the playwright Python package is not installed (pip install -e '.[test]').")
+    return CHROMIUM
+
+
+@dataclass
+class LabServer:
+    url: str
+    token: str
+    root: Path
+    pid: int
+    log: Path
+
+    def lab_url(self, path: str) -> str:
+        # A fresh workspace per page: otherwise JupyterLab reopens notebooks of earlier tests.
+        return f"{self.url}/lab/workspaces/t{secrets.token_hex(4)}/tree/{path}?reset&token={self.token}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _lab_environment(base: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    dirs = {"JUPYTER_CONFIG_DIR": "config", "JUPYTER_DATA_DIR": "data", "JUPYTER_RUNTIME_DIR": "runtime",
+            "JUPYTERLAB_SETTINGS_DIR": "settings", "JUPYTERLAB_WORKSPACES_DIR": "workspaces",
+            "IPYTHONDIR": "ipython", "CLIPSURGERY_CACHE_DIR": "cache"}
+    for name, sub in dirs.items():
+        (base / sub).mkdir(parents=True, exist_ok=True)
+        env[name] = str(base / sub)
+    # No news toast over the page.
+    news = base / "settings" / "@jupyterlab" / "apputils-extension"
+    news.mkdir(parents=True, exist_ok=True)
+    (news / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
+    # $CLIPSURGERY_E2E_MODEL picks another model for a measurement run (e.g. "ViT-B-16:none").
+    env.update(CLIPSURGERY_MODEL=E2E_MODEL, CLIPSURGERY_SAM="tiny", HF_HUB_OFFLINE="1")
+    env.pop("MPLBACKEND", None)
+    env.pop("JUPYTER_PATH", None)
+    return env
+
+
+def _wait_until_up(url: str, token: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"JupyterLab exited with code {proc.returncode}; log:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"JupyterLab did not answer within {SERVER_START_TIMEOUT:.0f} s; log:\n"
+                       f"{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the server we started, by its PID (SIGTERM lets it shut its kernels down)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    # Its kernels share its process group (start_new_session); remove any that outlived it.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@pytest.fixture(scope="session")
+def lab_server(chromium_path, tmp_path_factory) -> LabServer:
+    base = tmp_path_factory.mktemp("jupyterlab")
+    root = base / "root"
+    shutil.copytree(REPO / "notebooks", root / "notebooks")
+    env = _lab_environment(base)
+    port, token = _free_port(), secrets.token_hex(16)
+    log = base / "jupyterlab.log"
+    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+               f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+               "--ServerApp.open_browser=False"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_until_up(url, token, proc, log)
+        yield LabServer(url=url, token=token, root=root, pid=proc.pid, log=log)
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        save_screenshot(page, f"FAILED-{request.node.name}")
+    context.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+# --- helpers used by the tests ------------------------------------------------------------------
+
+def save_screenshot(page, name: str, full_page: bool = True) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    return path
+
+
+NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+
+
+class Lab:
+    """A JupyterLab page driven by Playwright: open notebooks, run them, look at their outputs."""
+
+    def __init__(self, page, server: LabServer):
+        self.page = page
+        self.server = server
+
+    def open(self, path: str) -> None:
+        """Open a notebook (path relative to the server root, e.g. notebooks/x.ipynb); wait for its kernel."""
+        self.page.goto(self.server.lab_url(path))
+        self.page.wait_for_selector(f"{NOTEBOOK} .jp-Cell", timeout=60_000)
+        self.wait_for_kernel_idle()
+        time.sleep(0.5)  # JupyterLab sometimes asks for a kernel just after loading
+        self.dismiss_dialogs()
+
+    def dismiss_dialogs(self) -> list[str]:
+        """Accept any open dialog (e.g. a spurious "Select Kernel", default kernel chosen); return their texts."""
+        texts = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            dialog = self.page.locator(".jp-Dialog")
+            if dialog.count() == 0:
+                break
+            text = dialog.first.inner_text()
+            if not texts or texts[-1] != text:
+                texts.append(text)
+            try:
+                dialog.first.locator(".jp-Dialog-button.jp-mod-accept").click(timeout=5_000)
+                dialog.first.wait_for(state="detached", timeout=5_000)
+            except Exception:  # noqa: BLE001 - the dialog may have been replaced; look again
+                time.sleep(0.5)
+        if texts:
+            self.wait_for_kernel_idle()
+        return texts
+
+    def wait_for_kernel_idle(self, timeout: float = 60_000) -> None:
+        self.page.wait_for_selector(f"{NOTEBOOK} .jp-Notebook-ExecutionIndicator[data-status='idle']",
+                                    timeout=timeout)
+
+    def prompts(self) -> list[str]:
+        """The input prompts of the code cells: "[ ]:", "[*]:" or "[n]:"."""
+        return self.page.eval_on_selector_all(f"{NOTEBOOK} .jp-CodeCell .jp-InputArea-prompt",
+                                              "nodes => nodes.map(n => n.textContent.trim())")
+
+    def run_all(self, timeout: float = 180.0) -> None:
+        """Run every cell and wait until all have finished.
+
+        Known flake: the kernel can read idle before its connection is usable, and a command sent
+        then is dropped. So after asking, check that the first prompt turned into [*] or [n]; if it
+        did not, ask again.
+        """
+        for _ in range(4):
+            self.dismiss_dialogs()
+            self.page.click(f"{NOTEBOOK} .jp-Cell >> nth=0")
+            self.page.keyboard.press("Escape")
+            self.page.click("li.lm-MenuBar-item:has-text('Run')")
+            self.page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline:
+                first = (self.prompts() or ["[ ]:"])[0]
+                if first.startswith("[*]") or _finished(first):
+                    break
+                time.sleep(0.2)
+            else:
+                continue
+            break
+        else:
+            raise AssertionError("JupyterLab ignored 'Run All Cells' four times")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            prompts = self.prompts()
+            if prompts and all(_finished(p) for p in prompts):
+                self.wait_for_kernel_idle()
+                return
+            time.sleep(0.25)
+        raise AssertionError(f"cells did not finish within {timeout:.0f} s; prompts: {self.prompts()}")
+
+    def error_outputs(self) -> list[str]:
+        """Text of error outputs (tracebacks) in the open notebook."""
+        texts = self.page.eval_on_selector_all(
+            f"{NOTEBOOK} .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
+            "nodes => nodes.map(n => n.textContent)")
+        return [t for t in texts if "Traceback" in t or "Error" in t]
+
+    def wait_for_widgets(self, selector: str = ".clipsurgery-widget .js-plotly-plot", count: int = 1,
+                         timeout: float = 60_000) -> None:
+        self.page.wait_for_function("([sel, n]) => document.querySelectorAll(sel).length >= n",
+                                    arg=[selector, count], timeout=timeout)
+
+    def screenshot(self, name: str, full_page: bool = True) -> Path:
+        return save_screenshot(self.page, name, full_page)
+
+
+def _finished(prompt: str) -> bool:
+    return prompt.startswith("[") and prompt[1:].split("]")[0].strip().isdigit()
+
+
+@pytest.fixture
+def lab(page, lab_server) -> Lab:
+    """Helpers bound to this test's page and the session's JupyterLab server."""
+    return Lab(page, lab_server)

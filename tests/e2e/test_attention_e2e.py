@@ -1,0 +1,111 @@
+"""The q-k vs v-v lesson notebook in a real JupyterLab and Chromium: click a patch, move the layer slider."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+EXPLORER = ".csw-attention-explorer >> nth=0"
+PLOT_JS = "document.querySelector('.csw-attention-explorer .csw-plot .js-plotly-plot')"
+
+
+def view_state(page) -> dict:
+    """The three map panels as the browser has them: heat data of q-k and v-v, the query outline."""
+    return page.evaluate(f"""() => {{
+        const gd = {PLOT_JS};
+        const heats = gd.data.filter(t => t.name === 'heat');
+        const boxes = gd.data.filter(t => t.name === 'query');
+        return {{qk: JSON.stringify(heats[1].z), vv: JSON.stringify(heats[2].z),
+                 box: JSON.stringify([Array.from(boxes[0].x || []), Array.from(boxes[0].y || [])]),
+                 title: gd.layout.annotations[0].text}};
+    }}""")
+
+
+def wait_for_new_view(page, before: dict, keys: tuple[str, ...]) -> dict:
+    page.wait_for_function(f"""(args) => {{
+        const [before, keys] = args;
+        const gd = {PLOT_JS};
+        const heats = gd.data.filter(t => t.name === 'heat');
+        const boxes = gd.data.filter(t => t.name === 'query');
+        const now = {{qk: JSON.stringify(heats[1].z), vv: JSON.stringify(heats[2].z),
+                     box: JSON.stringify([Array.from(boxes[0].x || []), Array.from(boxes[0].y || [])])}};
+        return keys.every(k => now[k] !== before[k]);
+    }}""", arg=[before, list(keys)], timeout=30_000)
+    return view_state(page)
+
+
+def wait_until_interactive(page, explorer, timeout_s: float = 45.0) -> None:
+    """Scroll through the explorer until its plot listens for clicks (plotly's event handlers are attached)."""
+    listening = f"() => {{ const ev = {PLOT_JS}._ev; return !!(ev && ev._events && ev._events.plotly_click); }}"
+    deadline = time.monotonic() + timeout_s
+    plot = explorer.locator(".csw-plot")
+    while not page.evaluate(listening):
+        if time.monotonic() > deadline:
+            print("DEBUG gd", page.evaluate(f"() => {{ const gd = {PLOT_JS}; return JSON.stringify({{n: gd.data.length, h: gd.layout.height, ann: (gd.layout.annotations||[]).length, prom: (gd._promises||[]).length, ev: gd._ev ? Object.keys(gd._ev._events||{{}}) : null, full: gd._fullLayout && gd._fullLayout.height, w: gd.clientWidth}}); }}"))
+            print("DEBUG all", page.evaluate("() => JSON.stringify(Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd => [gd.data.length, gd.layout.height, gd._ev ? Object.keys(gd._ev._events||{}).length : null, gd.clientWidth]))"))
+            raise AssertionError(f"the attention plot did not become interactive within {timeout_s:.0f} s")
+        for block in ("end", "start"):
+            plot.evaluate(f"el => el.scrollIntoView({{block: '{block}'}})")
+            page.wait_for_timeout(500)
+
+
+def test_attention_explorer_in_browser(lab):
+    page = lab.page
+    lab.open("notebooks/03_attention_qk_vs_vv.ipynb")
+    lab.run_all()
+    assert lab.error_outputs() == []
+    lab.wait_for_widgets(".csw-attention-explorer .js-plotly-plot")
+    explorer = page.locator(EXPLORER)
+    explorer.scroll_into_view_if_needed()
+    page.wait_for_function(f"() => {PLOT_JS}.data.filter(t => t.name === 'heat')[1].z")
+    assert explorer.locator(".csw-error").inner_text().strip() == ""
+    before = view_state(page)
+    lab.screenshot("attention-01-after-run")
+
+    # Look over the whole widget, as a person does, until plotly has wired up its click events.
+    # (plotly's FigureWidget attaches them only once its first render has finished, which can take
+    # a while after a notebook run; a click before that reaches no Python callback.)
+    wait_until_interactive(page, explorer)
+
+    # Click a patch of the image panel (the first subplot): hover first, as a person does.
+    drag = explorer.locator(".csw-plot .nsewdrag").first
+    drag.scroll_into_view_if_needed()
+    box = drag.bounding_box()
+    x, y = box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.8
+    page.mouse.move(x, y)
+    hover = page.locator(".hoverlayer .hovertext").first
+    hover.wait_for(timeout=10_000)
+    assert "row" in hover.text_content() and "col" in hover.text_content()
+    page.mouse.click(x, y)
+    clicked = wait_for_new_view(page, before, ("box", "qk", "vv"))
+    assert clicked["title"] != before["title"]
+    query_text = explorer.locator(".csw-query-text").inner_text()
+    assert "query (row" in query_text and query_text.split("query ")[1] in clicked["title"]
+    # The marker sits where the click was: the lower-left part of the image.
+    outline = page.evaluate(f"""() => {{
+        const gd = {PLOT_JS}, b = gd.data.filter(t => t.name === 'query')[0];
+        const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+        return {{x: (Math.min(...b.x) + Math.max(...b.x)) / 2, y: (Math.min(...b.y) + Math.max(...b.y)) / 2,
+                 xr: xa.range, yr: ya.range}};
+    }}""")
+    width, height = outline["xr"][1] - outline["xr"][0], outline["yr"][0] - outline["yr"][1]
+    assert 0.05 < (outline["x"] - outline["xr"][0]) / width < 0.35
+    assert 0.65 < (outline["y"] - outline["yr"][1]) / height < 0.95
+    lab.screenshot("attention-02-clicked")
+
+    # Move the layer slider one step (the notebook left it on the last layer): both maps change again.
+    handle = explorer.locator(".csw-layer .noUi-handle")
+    layer_before = explorer.locator(".csw-layer .widget-readout").inner_text()
+    handle.focus()
+    handle.press("ArrowLeft")
+    moved = wait_for_new_view(page, clicked, ("qk", "vv"))
+    assert moved["box"] == clicked["box"]  # same query
+    assert explorer.locator(".csw-layer .widget-readout").inner_text() != layer_before
+    assert explorer.locator(".csw-error").inner_text().strip() == ""
+    explorer.scroll_into_view_if_needed()
+    lab.screenshot("attention-03-layer-moved")
+    explorer.screenshot(path=str(ARTIFACTS / "attention-explorer.png"))
