@@ -3,11 +3,16 @@
 # With no arguments it explains a sample photo with the real ViT-B-16 (OpenAI weights, downloaded
 # once and cached) and writes clipsurgery-demo.png.
 # Usage: bash scripts/run.sh [clipsurgery arguments...]
+#        bash scripts/run.sh lab     (JupyterLab on the tutorial notebooks)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"
 venv="${CLIPSURGERY_VENV:-$root/.venv}"
 if [ $# -eq 0 ]; then
   set -- explain sample:cat --labels "cat,grass,sky,ground" --method both --out clipsurgery-demo.png
+fi
+if [ "$1" = "lab" ]; then
+  shift
+  exec "$venv/bin/jupyter" lab --notebook-dir="$root/notebooks" "$@"
 fi
 exec "$venv/bin/clipsurgery" "$@"
