@@ -15,6 +15,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from .cache import default_cache_dir as package_cache_dir
 from .errors import CheckpointError, ModelLoadError
 
 _BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
@@ -28,18 +29,12 @@ SAM_CHECKPOINTS: dict[str, tuple[str, str | None]] = {
 # Sizes in bytes, for the progress bar before the server answers and a cheap first check.
 SAM_CHECKPOINT_SIZES: dict[str, int] = {"vit_b": 375_042_383, "vit_l": 1_249_524_607, "vit_h": 2_564_550_879}
 
-CACHE_ENV = "CLIPSURGERY_CACHE_DIR"
 _CHUNK = 1 << 20
 
 
 def default_cache_dir() -> Path:
-    """Where checkpoints go: ``$CLIPSURGERY_CACHE_DIR/sam`` if set, else the user cache dir."""
-    root = os.environ.get(CACHE_ENV)
-    if not root:
-        import platformdirs
-
-        root = platformdirs.user_cache_dir("clipsurgery-widgets")
-    return Path(root).expanduser() / "sam"
+    """Where checkpoints go: the package cache dir (``$CLIPSURGERY_CACHE_DIR`` if set) plus ``sam``."""
+    return package_cache_dir() / "sam"
 
 
 def checkpoint_path(model_type_or_url: str, dest_dir: str | os.PathLike | None = None) -> Path:
