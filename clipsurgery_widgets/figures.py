@@ -167,14 +167,14 @@ def _colorbar(fig: Figure, axes: np.ndarray, cmap: str) -> None:
 
 
 def _new_figure(nrows: int, ncols: int, shape: tuple[int, ...], panel_inches: float) -> Figure:
-    _register_notebook_display()
+    register_notebook_display()
     aspect = shape[0] / shape[1]
     width = ncols * panel_inches + 1.0
     height = nrows * panel_inches * aspect + 0.6
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def _register_notebook_display() -> None:
+def register_notebook_display() -> None:
     """In IPython, let a pyplot-free Figure show as a PNG when it is a cell's value.
 
     matplotlib's inline backend registers this only once pyplot is imported; figures made here

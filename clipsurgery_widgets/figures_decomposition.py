@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from .engine.maps import overlay
-from .figures import _register_notebook_display
+from .figures import register_notebook_display
 
 ABLATED_COLOR = "#444444"
 SELECTED_COLOR = "#ff2bd6"
@@ -39,7 +39,7 @@ def decomposition_figure(rgb: np.ndarray, label: str, contributions: np.ndarray,
         ablated_*: what is mean-ablated (drawn crossed out / hatched).
         selected: the head outlined in the grid.
     """
-    _register_notebook_display()
+    register_notebook_display()
     contributions = np.asarray(contributions, dtype=np.float64)
     layers, heads = contributions.shape
     panels = 1 + len(head_maps)

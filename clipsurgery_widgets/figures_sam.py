@@ -17,7 +17,7 @@ from matplotlib.patches import Patch, Rectangle
 
 from .engine.maps import overlay
 from .engine.regions import region_outline
-from .figures import _register_notebook_display
+from .figures import register_notebook_display
 
 POSITIVE_COLOR = "#ff8c00"  # orange
 NEGATIVE_COLOR = "#1f6fff"  # blue
@@ -117,7 +117,7 @@ def _finish(ax, shape: tuple[int, ...], title: str) -> None:
 
 
 def _new_figure(ncols: int, shape: tuple[int, ...], panel_inches: float) -> Figure:
-    _register_notebook_display()
+    register_notebook_display()
     aspect = shape[0] / shape[1]
     return Figure(figsize=(ncols * panel_inches + 0.4, panel_inches * aspect + 0.9), layout="constrained")
 

@@ -581,7 +581,7 @@ class AttentionFigure:
         if image:  # no ticks, square pixels, y downwards
             layout[x] = dict(domain=list(x_domain), anchor=_ref("y", n), visible=False, constrain="domain")
             layout[y] = dict(domain=list(y_domain), anchor=_ref("x", n), visible=False, constrain="domain",
-                             scaleanchor=_ref("x", n), autorange="reversed")
+                             constraintoward="top", scaleanchor=_ref("x", n), autorange="reversed")
         else:
             layout[x] = dict(domain=list(x_domain), anchor=_ref("y", n), gridcolor="#eee", dtick=1,
                              title=dict(text="layer", font=dict(size=10)), tickfont=dict(size=9))
@@ -720,7 +720,10 @@ class SideBySide(widgets.HBox):
     """
 
     def __init__(self, *children: widgets.Widget):
-        cells = [widgets.Box([child], layout=widgets.Layout(flex="1 1 0", min_width="0")) for child in children]
+        # A definite width for each pane (not a flex basis of 0): plotly sizes its figure to the
+        # container it is first drawn in.
+        share = f"{100 / max(1, len(children)):.4f}%"
+        cells = [widgets.Box([child], layout=widgets.Layout(width=share, min_width="0")) for child in children]
         super().__init__(cells, layout=widgets.Layout(width="100%", align_items="flex-start"))
         self.panes = tuple(children)
 

@@ -45,8 +45,6 @@ def wait_until_interactive(page, explorer, timeout_s: float = 45.0) -> None:
     plot = explorer.locator(".csw-plot")
     while not page.evaluate(listening):
         if time.monotonic() > deadline:
-            print("DEBUG gd", page.evaluate(f"() => {{ const gd = {PLOT_JS}; return JSON.stringify({{n: gd.data.length, h: gd.layout.height, ann: (gd.layout.annotations||[]).length, prom: (gd._promises||[]).length, ev: gd._ev ? Object.keys(gd._ev._events||{{}}) : null, full: gd._fullLayout && gd._fullLayout.height, w: gd.clientWidth}}); }}"))
-            print("DEBUG all", page.evaluate("() => JSON.stringify(Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd => [gd.data.length, gd.layout.height, gd._ev ? Object.keys(gd._ev._events||{}).length : null, gd.clientWidth]))"))
             raise AssertionError(f"the attention plot did not become interactive within {timeout_s:.0f} s")
         for block in ("end", "start"):
             plot.evaluate(f"el => el.scrollIntoView({{block: '{block}'}})")
