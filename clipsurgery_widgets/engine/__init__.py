@@ -3,7 +3,8 @@
 Stable public names, used by notebooks, widgets and users' scripts.
 """
 from .ablation import Ablation, evaluate_ablation, folder_ablation, labelled_folder, zero_shot_accuracy
-from .attention import AttentionCapture, AttentionRows, AttentionStats, attention_rows, capture_attention
+from .attention import (AttentionCapture, AttentionInputError, AttentionRows, AttentionStats, attention_layout,
+                        attention_rows, capture_attention)
 from .decomposition import Decomposition, decompose, spatial_maps
 from .decomposition_pass import PassInterrupted, decompose_images
 from .downloads import SAM_CHECKPOINTS, download_checkpoint
@@ -35,7 +36,8 @@ __all__ = [
     # image -> text tokens (SPEC 7)
     "token_attributions", "caption_matches", "tokenize_caption", "TokenAttribution",
     # q-k versus v-v attention (SPEC 8)
-    "attention_rows", "capture_attention", "AttentionCapture", "AttentionRows", "AttentionStats",
+    "attention_rows", "capture_attention", "attention_layout", "AttentionCapture", "AttentionRows",
+    "AttentionStats", "AttentionInputError",
     # text-based decomposition (SPEC 9)
     "decompose", "Decomposition", "spatial_maps", "decompose_images", "PassInterrupted", "text_span",
     "text_span_heads", "load_text_pool", "Ablation", "evaluate_ablation", "folder_ablation", "labelled_folder",

@@ -490,14 +490,19 @@ class AttentionFigure:
             return len(traces) - 1
 
         # Map panels: image, heat, query outline (+ the patch grid on the image panel).
-        self.map_axes, self.map_image, self.map_heat, self.map_box = [], [], [], []
+        self.map_axes, self.map_heat, self.map_box = [], [], []
+        images: list[dict] = []
         for panel, title in enumerate(("image", KIND_TITLES["qk"], KIND_TITLES["vv"])):
             n = next(axis)
             self.map_axes.append(n)
             x0, x1 = panel / 3 + 0.01, (panel + 1) / 3 - 0.01
             self._axes(layout, n, (x0, x1), self._rows(self.MAP_TITLE_PX, self.MAPS_PX - self.MAP_TITLE_PX),
                        image=True)
-            self.map_image.append(add(go.Image(source=None, hoverinfo="skip", name="image"), n))
+            # The photo is a layout image, not a go.Image trace: plotly.js waits for an Image trace's
+            # first load before it wires up click events, and an update arriving during that load
+            # can leave it waiting for good (the explorer sends updates right after it is shown).
+            images.append(dict(source=None, xref=_ref("x", n), yref=_ref("y", n), x=-0.5, y=-0.5, sizex=1, sizey=1,
+                               xanchor="left", yanchor="top", sizing="stretch", layer="below"))
             self.map_heat.append(add(go.Heatmap(
                 z=None, showscale=False, zmin=0, zmax=1, zsmooth=False, name="heat", hoverongaps=False,
                 hovertemplate="attention %{customdata:.4f}<br>(relative %{z:.3f})<extra></extra>"), n))
@@ -557,7 +562,7 @@ class AttentionFigure:
             notes.append(_note(STAT_TITLES[name], (x0 + x1) / 2, self._y(top + self.TITLE_PX), size=11))
         self.fig = go.FigureWidget(data=traces, layout=dict(
             layout, height=self._plot_px + 70, margin=dict(l=40, r=10, t=10, b=60), dragmode=False,
-            plot_bgcolor="white", hovermode="closest", annotations=notes, showlegend=True,
+            plot_bgcolor="white", hovermode="closest", annotations=notes, images=images, showlegend=True,
             legend=dict(orientation="h", x=0.5, xanchor="center", y=-0.02, yanchor="top", itemclick=False,
                         itemdoubleclick=False)))
         for panel, index in enumerate(self.map_heat):
@@ -595,13 +600,12 @@ class AttentionFigure:
 
     def set_image(self, rgb: np.ndarray) -> None:
         """Send the image (once per image) to the three map panels and clear everything else."""
-        uri, scale = image_data_uri(rgb)
+        uri, _ = image_data_uri(rgb)
         height, width = rgb.shape[:2]
         self._image_size = (height, width)
         with self.fig.batch_update():
             for panel, n in enumerate(self.map_axes):
-                self.fig.data[self.map_image[panel]].update(source=uri, x0=scale / 2 - 0.5, dx=scale,
-                                                            y0=scale / 2 - 0.5, dy=scale)
+                self.fig.layout.images[panel].update(source=uri, x=-0.5, y=-0.5, sizex=width, sizey=height)
                 self.fig.layout[_name("x", n)].range = [-0.5, width - 0.5]
                 self.fig.layout[_name("y", n)].update(range=[height - 0.5, -0.5], autorange=False)
             self.clear()
@@ -720,10 +724,11 @@ class SideBySide(widgets.HBox):
     """
 
     def __init__(self, *children: widgets.Widget):
-        # A definite width for each pane (not a flex basis of 0): plotly sizes its figure to the
-        # container it is first drawn in.
+        # Equal shares of the width; a pane scrolls sideways when its figure is wider (plotly fixes a
+        # figure's width when it is first drawn, 700 px when it was drawn out of view).
         share = f"{100 / max(1, len(children)):.4f}%"
-        cells = [widgets.Box([child], layout=widgets.Layout(width=share, min_width="0")) for child in children]
+        cells = [widgets.Box([child], layout=widgets.Layout(width=share, min_width="0", overflow="auto"))
+                 for child in children]
         super().__init__(cells, layout=widgets.Layout(width="100%", align_items="flex-start"))
         self.panes = tuple(children)
 

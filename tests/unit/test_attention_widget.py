@@ -72,7 +72,9 @@ def test_initial_view_shows_the_engine_rows(explorer, explainer, cat):
     np.testing.assert_allclose(_probabilities(w, 1), ref.qk, atol=1e-5)
     np.testing.assert_allclose(_probabilities(w, 2), ref.vv, atol=1e-5)
     np.testing.assert_allclose(_heat(w, 1), ref.qk / ref.qk.max(), atol=1e-4)
-    assert np.asarray(w.plot.data[w.view.map_image[0]].source is not None)
+    images = w.plot.layout.images
+    assert len(images) == 3 and all(i.source.startswith("data:image/png;base64,") for i in images)
+    assert (images[0].sizex, images[0].sizey) == (cat.shape[1], cat.shape[0])
     assert "query (row 7, col 7)" in _note(w, 0)
     assert f"{ref.qk_global:.3f}" in _note(w, 1) and f"{ref.vv_global:.3f}" in _note(w, 2)
     assert "(row 7, col 7)" in w.controls["query_text"].value
