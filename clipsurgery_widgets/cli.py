@@ -100,8 +100,8 @@ def run_explain(args: argparse.Namespace) -> int:
     from .figures import explanation_grid
 
     t0 = time.perf_counter()
-    say(f"[1/3] loading model {args.model}" + (f" ({args.checkpoint})" if args.checkpoint else
-                                               f" ({args.pretrained})" if args.pretrained else ""))
+    detail = args.checkpoint or (None if args.model.startswith("tiny-random-") else args.pretrained)
+    say(f"[1/3] loading model {args.model}" + (f" ({detail})" if detail else ""))
     pretrained = None if (args.pretrained or "").lower() in ("", "none") else args.pretrained
     model = load_model(args.model, pretrained=pretrained, device=args.device, checkpoint=args.checkpoint,
                        trust_checkpoint=args.trust_checkpoint)

@@ -4,8 +4,10 @@ Everything returns a :class:`LoadedModel`, the one record the rest of the engine
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
+import logging
 import os
 import pickle
 import warnings
@@ -186,13 +188,16 @@ def _load_pretrained(name: str, pretrained: str | None, dev: torch.device, quick
     if quick_gelu is None:
         quick_gelu = pretrained == "openai"
     try:
-        model = open_clip.create_model(name, pretrained=pretrained, device=dev, force_quick_gelu=quick_gelu,
-                                       cache_dir=cache_dir, require_pretrained=pretrained is not None)
+        # Without a network the hub client retries for about a minute; probe once, briefly, and go
+        # offline-only (cached weights still load) when nothing answers.
+        with _hub_logs_silenced(), _hub_offline(not _weights_host_reachable(name, pretrained)):
+            model = open_clip.create_model(name, pretrained=pretrained, device=dev, force_quick_gelu=quick_gelu,
+                                           cache_dir=cache_dir, require_pretrained=pretrained is not None)
     except Exception as exc:  # network, hub, missing file: one readable message, no hub traceback
         raise ModelLoadError(
             f"Could not load weights for model {name!r} with pretrained tag {pretrained!r}: "
-            f"{_first_line(exc)}. Weights are downloaded once and cached in {cache_dir or weights_cache_dir()}; "
-            f"this machine may be offline. To use a local file instead, pass "
+            f"{_download_problem(exc)}. Weights are downloaded once and cached in "
+            f"{cache_dir or weights_cache_dir()}. To use a local file instead, pass "
             f"load_model({name!r}, checkpoint='path/to/weights.pt') "
             f"(command line: --checkpoint FILE).") from None
     fingerprint = _short_hash(f"{name}|{pretrained}|quick_gelu={quick_gelu}")
@@ -393,6 +398,58 @@ def _checkpoint_fingerprint(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: fh.read(8 << 20), b""):
             h.update(chunk)
     return f"file/{h.hexdigest()}"
+
+
+@contextlib.contextmanager
+def _hub_logs_silenced():
+    """open_clip and huggingface_hub log each failed attempt; our one error says it all."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool):
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = previous or offline
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+
+
+def _weights_host_reachable(name: str, pretrained: str | None, timeout: float = 3.0) -> bool:
+    """Whether the host serving these weights accepts a TCP connection within ``timeout`` seconds."""
+    import socket
+    from urllib.parse import urlparse
+
+    import open_clip
+    from huggingface_hub import constants
+
+    if pretrained is None or constants.HF_HUB_OFFLINE:
+        return True  # nothing to download, or offline already: no probe needed
+    cfg = open_clip.get_pretrained_cfg(name, pretrained) or {}
+    url = cfg.get("url") if not cfg.get("hf_hub") else os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parsed = urlparse(url or "https://huggingface.co")
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _download_problem(exc: BaseException) -> str:
+    text = str(exc)
+    offline_signs = ("offline", "Name or service not known", "cannot find the requested files", "connection",
+                     "Connection", "Max retries", "timed out", "Temporary failure in name resolution")
+    if any(sign in text for sign in offline_signs):
+        return "the weights are not in the local cache and could not be downloaded (this machine looks offline)"
+    return _first_line(exc)
 
 
 def _short_hash(text: str) -> str:

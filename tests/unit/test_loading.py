@@ -214,3 +214,25 @@ def test_model_from_environment(monkeypatch):
     monkeypatch.delenv("CLIPSURGERY_MODEL")
     with pytest.raises(ModelLoadError, match="ViT-B-16"):
         load_model_from_env()
+
+
+def test_unreachable_hub_goes_offline_at_once(monkeypatch):
+    """Without a network the hub client would retry for a minute; a short probe avoids that."""
+    import socket
+    import time
+
+    from huggingface_hub import constants
+
+    from clipsurgery_widgets.engine import loading
+
+    with socket.socket() as sock:  # a loopback port with nothing listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    t0 = time.perf_counter()
+    assert loading._weights_host_reachable("ViT-B-16", "openai") is False
+    with pytest.raises(ModelLoadError, match="looks offline"):
+        load_model("ViT-B-16", pretrained="openai")
+    assert time.perf_counter() - t0 < 20
+    assert constants.HF_HUB_OFFLINE is False  # restored after the attempt
