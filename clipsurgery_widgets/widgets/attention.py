@@ -71,7 +71,6 @@ class AttentionExplorer(ExplorerWidget):
         self._capture_key: tuple | None = None
         self._all_stats: AttentionStats | None = None
         self._query: Query | None = query
-        self._last_exception: Exception | None = None
         self._check_layer(layer)
         self._check_head(head)
         self._build_controls(layer, head, size, radius, cmap, opacity)
@@ -89,16 +88,6 @@ class AttentionExplorer(ExplorerWidget):
             self._set_status("Upload an image (or set .image) to start.")
 
     # --- Python API --------------------------------------------------------------------------
-
-    @property
-    def image(self) -> np.ndarray | None:
-        """The current image as RGB uint8 [H, W, 3]; set it from a path, array, PIL image or bytes."""
-        return self._rgb
-
-    @image.setter
-    def image(self, source: Any) -> None:
-        if not self._set_image(source):
-            raise self._last_exception
 
     @property
     def query(self) -> Query | None:
@@ -318,20 +307,19 @@ class AttentionExplorer(ExplorerWidget):
 
     # --- requests ----------------------------------------------------------------------------
 
-    def _set_image(self, source: Any) -> bool:
+    def _set_image(self, source: Any) -> Exception | None:
         try:
             rgb = self.explainer.prepare_image(source)
         except Exception as exc:  # noqa: BLE001 - bad images are reported in the widget
-            self._last_exception = exc
             self._show_error(exc, "reading the image")
-            return False
+            return exc
         with self._lock:
             self._rgb, self._rgb_hash = rgb, content_hash(rgb)
             self._capture = self._capture_key = self._all_stats = None
             self._view.set_image(rgb)
             self._render()
         self._request()
-        return True
+        return None
 
     def _capture_key_for(self, image_hash: str, size: int) -> tuple:
         return (image_hash, size, self.explainer.model.fingerprint)

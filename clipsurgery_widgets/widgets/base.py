@@ -125,6 +125,25 @@ class ExplorerWidget(widgets.VBox):
 
     # --- status line and error area ----------------------------------------------------------
 
+    # --- the current image, for widgets that show one -----------------------------------------
+
+    _rgb = None  # RGB uint8 [H, W, 3] once an image is set
+
+    @property
+    def image(self):
+        """The current image as RGB uint8 [H, W, 3]; set it from a path, array, PIL image or bytes."""
+        return self._rgb
+
+    @image.setter
+    def image(self, source: Any) -> None:
+        error = self._set_image(source)
+        if error is not None:
+            raise error
+
+    def _set_image(self, source: Any) -> Exception | None:
+        """Load and show a new image; a bad one is reported in the widget and its exception returned."""
+        raise NotImplementedError(f"{type(self).__name__} does not take a single image")
+
     @property
     def status(self) -> str:
         """The status line as plain text."""

@@ -100,17 +100,6 @@ class HeatmapExplorer(ExplorerWidget):
     # --- Python API --------------------------------------------------------------------------
 
     @property
-    def image(self) -> np.ndarray | None:
-        """The current image as RGB uint8 [H, W, 3]; set it from a path, array, PIL image or bytes."""
-        return self._rgb
-
-    @image.setter
-    def image(self, source: Any) -> None:
-        error = self._set_image(source)
-        if error is not None:
-            raise error
-
-    @property
     def labels(self) -> list[str]:
         """The labels typed in the widget; set a list or a comma-separated string."""
         return _parse_labels(self.controls["labels"].value)

@@ -102,7 +102,6 @@ class SamWidget(ExplorerWidget):
         self._mask_index: int | None = None
         self._drawn_mask: list | None = None  # [key, display mask, scale, PNG URI, outline path]
         self._syncing = False
-        self._last_exception: Exception | None = None
         self.last_click: dict | None = None
         self._build_controls(text or "", threshold, opacity, outline_only, mode)
         self._fig = self._build_figure()
@@ -115,16 +114,6 @@ class SamWidget(ExplorerWidget):
             self._set_status("Upload an image (or set .image) to start.")
 
     # --- Python API --------------------------------------------------------------------------
-
-    @property
-    def image(self) -> np.ndarray | None:
-        """The current image as RGB uint8 [H, W, 3]; set it from a path, array, PIL image or bytes."""
-        return self._rgb
-
-    @image.setter
-    def image(self, source: Any) -> None:
-        if not self._set_image(source):
-            raise self._last_exception
 
     text = property(lambda self: self.controls["text"].value.strip(),
                     lambda self, value: setattr(self.controls["text"], "value", value or ""),
@@ -341,13 +330,12 @@ class SamWidget(ExplorerWidget):
 
     # --- the image and its SAM embedding -----------------------------------------------------
 
-    def _set_image(self, source: Any) -> bool:
+    def _set_image(self, source: Any) -> Exception | None:
         try:
             rgb = self.explainer.prepare_image(source)
         except Exception as exc:  # noqa: BLE001 - bad images are reported in the widget
-            self._last_exception = exc
             self._show_error(exc, "reading the image")
-            return False
+            return exc
         with self._lock:
             self._rgb = rgb
             self._image_version += 1
@@ -361,7 +349,7 @@ class SamWidget(ExplorerWidget):
             self._draw_sam()
         self._request_embedding()
         self._request_explanation()
-        return True
+        return None
 
     def _request_embedding(self) -> None:
         rgb, version = self._rgb, self._image_version

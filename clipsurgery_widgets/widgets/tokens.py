@@ -58,7 +58,6 @@ class TokenExplorer(ExplorerWidget):
         self._region: RegionRanking | None = None
         self._chip_pool: list[widgets.Button] = []
         self._chip_tokens: list[int] = []
-        self._last_exception: Exception | None = None
         self._build_controls(caption or "", score, include_special, include_punctuation, marking, cmap, opacity,
                              size, depth)
         self._wire()
@@ -68,16 +67,6 @@ class TokenExplorer(ExplorerWidget):
             self._set_status("Upload an image (or set .image) to start.")
 
     # --- Python API --------------------------------------------------------------------------
-
-    @property
-    def image(self) -> np.ndarray | None:
-        """The current image as RGB uint8 [H, W, 3]; set it from a path, array, PIL image or bytes."""
-        return self._rgb
-
-    @image.setter
-    def image(self, source: Any) -> None:
-        if not self._set_image(source):
-            raise self._last_exception
 
     caption = property(lambda self: self.controls["caption"].value,
                        lambda self, v: setattr(self.controls["caption"], "value", v),
@@ -288,13 +277,12 @@ class TokenExplorer(ExplorerWidget):
 
     # --- requests ----------------------------------------------------------------------------
 
-    def _set_image(self, source: Any) -> bool:
+    def _set_image(self, source: Any) -> Exception | None:
         try:
             rgb = self.explainer.prepare_image(source)
         except Exception as exc:  # noqa: BLE001 - bad images are reported in the widget
-            self._last_exception = exc
             self._show_error(exc, "reading the image")
-            return False
+            return exc
         with self._lock:
             self._rgb = rgb
             self._image_version += 1
@@ -305,7 +293,7 @@ class TokenExplorer(ExplorerWidget):
             self._panel.set_marker(None)
             self._render_chips()
         self._request(new_image=True)
-        return True
+        return None
 
     def _request(self, new_image: bool = False) -> None:
         if self._rgb is None:
