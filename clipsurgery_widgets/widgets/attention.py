@@ -280,13 +280,6 @@ class AttentionExplorer(ExplorerWidget):
         c["cmap"].observe(restyle, names="value")
         c["opacity"].observe(restyle, names="value")
 
-    def _on_upload(self, change: dict) -> None:
-        files = change["new"]
-        if not files:
-            return
-        self._set_image(bytes(files[0]["content"]))
-        self.controls["upload"].value = ()  # so that uploading the same file again is a change
-
     def _on_layer(self, change: dict) -> None:
         self._show_layer_name()
         with self._lock:
@@ -307,19 +300,14 @@ class AttentionExplorer(ExplorerWidget):
 
     # --- requests ----------------------------------------------------------------------------
 
-    def _set_image(self, source: Any) -> Exception | None:
-        try:
-            rgb = self.explainer.prepare_image(source)
-        except Exception as exc:  # noqa: BLE001 - bad images are reported in the widget
-            self._show_error(exc, "reading the image")
-            return exc
+    def _use_image(self, rgb: np.ndarray) -> None:
+        """Show a new image (RGB uint8 [H, W, 3]) and start its work."""
         with self._lock:
             self._rgb, self._rgb_hash = rgb, content_hash(rgb)
             self._capture = self._capture_key = self._all_stats = None
             self._view.set_image(rgb)
             self._render()
         self._request()
-        return None
 
     def _capture_key_for(self, image_hash: str, size: int) -> tuple:
         return (image_hash, size, self.explainer.model.fingerprint)

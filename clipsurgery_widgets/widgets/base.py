@@ -141,8 +141,26 @@ class ExplorerWidget(widgets.VBox):
             raise error
 
     def _set_image(self, source: Any) -> Exception | None:
-        """Load and show a new image; a bad one is reported in the widget and its exception returned."""
+        """Load a new image and hand it to :meth:`_use_image`; a bad one is reported here and returned."""
+        try:
+            rgb = self.explainer.prepare_image(source)
+        except Exception as exc:  # noqa: BLE001 - bad images are reported in the widget
+            self._show_error(exc, "reading the image")
+            return exc
+        self._use_image(rgb)
+        return None
+
+    def _use_image(self, rgb) -> None:
+        """Show a new image (RGB uint8 [H, W, 3]) and start its work; each widget says how."""
         raise NotImplementedError(f"{type(self).__name__} does not take a single image")
+
+    def _on_upload(self, change: dict) -> None:
+        """FileUpload observer: the uploaded file becomes the image."""
+        files = change["new"]
+        if not files:
+            return
+        self._set_image(bytes(files[0]["content"]))
+        self.controls["upload"].value = ()  # so that uploading the same file again is a change
 
     @property
     def status(self) -> str:

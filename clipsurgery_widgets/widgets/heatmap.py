@@ -264,23 +264,10 @@ class HeatmapExplorer(ExplorerWidget):
         if change["new"]:
             self.controls["labels"].value = ", ".join(PRESETS[change["new"]])
 
-    def _on_upload(self, change: dict) -> None:
-        files = change["new"]
-        if not files:
-            return
-        item = files[0]
-        self._set_image(bytes(item["content"]))
-        self.controls["upload"].value = ()  # so that uploading the same file again is a change
-
     # --- requests ----------------------------------------------------------------------------
 
-    def _set_image(self, source: Any) -> Exception | None:
-        """Load and show a new image, then explain it; a bad image is reported and returned."""
-        try:
-            rgb = self.explainer.prepare_image(source)
-        except Exception as exc:  # noqa: BLE001 - bad images are reported in the widget
-            self._show_error(exc, "reading the image")
-            return exc
+    def _use_image(self, rgb: np.ndarray) -> None:
+        """Show a new image (RGB uint8 [H, W, 3]) and start its work."""
         with self._lock:
             self._rgb = rgb
             self._image_version += 1
@@ -289,7 +276,6 @@ class HeatmapExplorer(ExplorerWidget):
             self._bar_box.layout.display = "none"  # its patch belonged to the previous image
             self._render()
             self._request()  # inside the lock: a result for the old image can no longer land in between
-        return None
 
     def _request(self) -> None:
         if self._rgb is None:

@@ -312,13 +312,6 @@ class SamWidget(ExplorerWidget):
         for name, action in (("undo", self.undo), ("redo", self.redo), ("reset", self.reset), ("clear", self.clear)):
             c[name].on_click(lambda button, action=action: action())
 
-    def _on_upload(self, change: dict) -> None:
-        files = change["new"]
-        if not files:
-            return
-        self._set_image(bytes(files[0]["content"]))
-        self.controls["upload"].value = ()  # so that uploading the same file again is a change
-
     def _on_mode(self) -> None:
         self._fig.layout.dragmode = "select" if self.mode == "box" else False
 
@@ -330,12 +323,8 @@ class SamWidget(ExplorerWidget):
 
     # --- the image and its SAM embedding -----------------------------------------------------
 
-    def _set_image(self, source: Any) -> Exception | None:
-        try:
-            rgb = self.explainer.prepare_image(source)
-        except Exception as exc:  # noqa: BLE001 - bad images are reported in the widget
-            self._show_error(exc, "reading the image")
-            return exc
+    def _use_image(self, rgb: np.ndarray) -> None:
+        """Show a new image (RGB uint8 [H, W, 3]) and start its work."""
         with self._lock:
             self._rgb = rgb
             self._image_version += 1
@@ -349,7 +338,6 @@ class SamWidget(ExplorerWidget):
             self._draw_sam()
         self._request_embedding()
         self._request_explanation()
-        return None
 
     def _request_embedding(self) -> None:
         rgb, version = self._rgb, self._image_version

@@ -268,21 +268,10 @@ class TokenExplorer(ExplorerWidget):
         c["upload"].observe(self._guarded(self._on_upload, "reading the uploaded image"), names="value")
         c["whole"].on_click(self._guarded(lambda button: self.reset(), "showing the caption's map"))
 
-    def _on_upload(self, change: dict) -> None:
-        files = change["new"]
-        if not files:
-            return
-        self._set_image(bytes(files[0]["content"]))
-        self.controls["upload"].value = ()  # so that uploading the same file again is a change
-
     # --- requests ----------------------------------------------------------------------------
 
-    def _set_image(self, source: Any) -> Exception | None:
-        try:
-            rgb = self.explainer.prepare_image(source)
-        except Exception as exc:  # noqa: BLE001 - bad images are reported in the widget
-            self._show_error(exc, "reading the image")
-            return exc
+    def _use_image(self, rgb: np.ndarray) -> None:
+        """Show a new image (RGB uint8 [H, W, 3]) and start its work."""
         with self._lock:
             self._rgb = rgb
             self._image_version += 1
@@ -293,7 +282,6 @@ class TokenExplorer(ExplorerWidget):
             self._panel.set_marker(None)
             self._render_chips()
         self._request(new_image=True)
-        return None
 
     def _request(self, new_image: bool = False) -> None:
         if self._rgb is None:
