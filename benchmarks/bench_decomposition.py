@@ -18,7 +18,10 @@ import time
 import open_clip
 import torch
 
-from clipsurgery_widgets.engine.decomposition import decompose, decomposition_memory
+from clipsurgery_widgets.engine.decomposition.terms import (
+    decompose,
+    decomposition_memory,
+)
 
 
 def median_time(fn, repeats: int) -> tuple[float, object]:

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from clipsurgery_widgets.engine.sam import SamRefiner, build_tiny_sam
+from clipsurgery_widgets.engine.sam.refiner import SamRefiner, build_tiny_sam
 
 POINTS = [[200, 150], [400, 300], [50, 420]]
 LABELS = [1, 1, 0]

@@ -30,7 +30,7 @@ from plotly.callbacks import InputDeviceState, Points
 
 from clipsurgery_widgets.engine.explainer import Explainer
 from clipsurgery_widgets.engine.loading import load_model
-from clipsurgery_widgets.engine.sam import SamRefiner, build_tiny_sam
+from clipsurgery_widgets.engine.sam.refiner import SamRefiner, build_tiny_sam
 from clipsurgery_widgets.widgets.sam import IMG_MASK, T_CATCH, SamWidget
 
 E2E_TIMINGS = Path(__file__).resolve().parents[1] / "test-artifacts" / "sam-e2e-timings.json"

@@ -15,7 +15,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from clipsurgery_widgets.engine.text import TEMPLATES, encode_texts
+from clipsurgery_widgets.engine.text.encoding import TEMPLATES, encode_texts
 
 
 def full_context_ensemble(model, tokenizer, label: str) -> torch.Tensor:

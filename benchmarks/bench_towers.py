@@ -16,7 +16,7 @@ import time
 import open_clip
 import torch
 
-from clipsurgery_widgets.engine.towers import encode_image_tokens
+from clipsurgery_widgets.engine.towers.encode import encode_image_tokens
 
 TARGET = 1.15
 

@@ -15,7 +15,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from .engine.attention import GLOBAL, STAT_NAMES, STAT_TITLES, AttentionRows, AttentionStats, cell_box
+from .engine.attention import (
+    GLOBAL,
+    STAT_NAMES,
+    STAT_TITLES,
+    AttentionRows,
+    AttentionStats,
+    cell_box,
+)
 from .engine.maps import overlay
 from .engine.regions import patch_value_image
 

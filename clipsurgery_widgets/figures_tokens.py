@@ -16,8 +16,8 @@ from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnchoredOffsetbox, HPacker, TextArea, VPacker
 
+from .engine.attribution import RegionRanking, TokenAttribution
 from .engine.maps import overlay
-from .engine.tokens import RegionRanking, TokenAttribution
 
 TOP_COLORS = ("#ff2020", "#ffd500", "#00e5ff")  # the paper's top-three marking: red, yellow, cyan
 MARKINGS = ("top3", "scale")

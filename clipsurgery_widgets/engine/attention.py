@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from .errors import ClipSurgeryError
-from .tower_ops import attention_weights, split_heads_qkv
-from .towers import attnpool_qkv, image_tower, resnet_tokens, vit_stream
+from .towers.encode import attnpool_qkv, image_tower, resnet_tokens, vit_stream
+from .towers.ops import attention_weights, split_heads_qkv
 
 Query = Union[tuple[int, int], str]
 GLOBAL = "global"

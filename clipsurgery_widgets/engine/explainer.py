@@ -18,8 +18,8 @@ from .loading import LoadedModel, load_model, wrap_model
 from .maps import parse_target, similarity_maps
 from .results import Explanation, ImageTokens, MapSet
 from .surgery import feature_surgery
-from .text import TEMPLATES, encode_texts
-from .towers import encode_image_tokens
+from .text.encoding import TEMPLATES, encode_texts
+from .towers.encode import encode_image_tokens
 
 METHODS = ("surgery", "raw", "both")
 REDUNDANCY_MODES = ("auto", "labels", "empty", "none")

@@ -12,14 +12,33 @@ import plotly.graph_objects as go
 from PIL import Image
 
 from .. import figures_attention
-from ..engine.attention import (ALL_QUERIES, GLOBAL, KINDS, STAT_NAMES, STAT_TITLES, AttentionCapture,
-                                AttentionInputError, AttentionRows, AttentionStats, Query, attention_layout,
-                                capture_attention, cell_box, check_query)
+from ..engine.attention import (
+    ALL_QUERIES,
+    GLOBAL,
+    KINDS,
+    STAT_NAMES,
+    STAT_TITLES,
+    AttentionCapture,
+    AttentionInputError,
+    AttentionRows,
+    AttentionStats,
+    Query,
+    attention_layout,
+    capture_attention,
+    cell_box,
+    check_query,
+)
 from ..engine.cache import LRUCache, content_hash
 from ..engine.errors import ClipSurgeryError
 from ..engine.images import check_input_size, preprocess
 from ..engine.regions import patch_at
-from ..figures_attention import KIND_COLORS, KIND_TITLES, QUERY_COLOR, head_text, query_text
+from ..figures_attention import (
+    KIND_COLORS,
+    KIND_TITLES,
+    QUERY_COLOR,
+    head_text,
+    query_text,
+)
 from .base import ExplorerWidget
 from .plotting import image_data_uri, plotly_colorscale
 

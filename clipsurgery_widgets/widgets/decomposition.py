@@ -13,15 +13,26 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .. import figures_decomposition
-from ..engine.ablation import IMAGE_SUFFIXES, Ablation, ablated_embeddings, mean_terms, zero_shot_probs
 from ..engine.cache import LRUCache
-from ..engine.decomposition import Decomposition, decompose, spatial_maps, vision_tower
-from ..engine.decomposition_pass import decompose_images
+from ..engine.decomposition.ablation import (
+    IMAGE_SUFFIXES,
+    Ablation,
+    ablated_embeddings,
+    mean_terms,
+    zero_shot_probs,
+)
+from ..engine.decomposition.dataset_pass import decompose_images
+from ..engine.decomposition.terms import (
+    Decomposition,
+    decompose,
+    spatial_maps,
+    vision_tower,
+)
+from ..engine.decomposition.textspan import encode_text_pool, text_pool, text_span
 from ..engine.errors import ClipSurgeryError, ImageInputError, TextInputError
 from ..engine.images import preprocess
 from ..engine.regions import display_step
-from ..engine.text import TEMPLATES
-from ..engine.textspan import encode_text_pool, text_pool, text_span
+from ..engine.text.encoding import TEMPLATES
 from .base import ExplorerWidget
 from .plotting import PanelFigure, plotly_colorscale
 

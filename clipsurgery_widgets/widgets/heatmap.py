@@ -12,9 +12,20 @@ from .. import figures
 from ..data.presets import PRESETS
 from ..engine.errors import ClipSurgeryError, TextInputError
 from ..engine.images import check_input_size
-from ..engine.regions import display_step, normalised_patch_grid, patch_at, region_outline
+from ..engine.regions import (
+    display_step,
+    normalised_patch_grid,
+    patch_at,
+    region_outline,
+)
 from .base import ExplorerWidget
-from .plotting import PanelFigure, bar_figure, discrete_colorscale, plotly_colorscale, subsample
+from .plotting import (
+    PanelFigure,
+    bar_figure,
+    discrete_colorscale,
+    plotly_colorscale,
+    subsample,
+)
 
 VIEWS = (("one label", "overlay"), ("all labels", "grid"), ("raw vs surgery", "compare"),
          ("segmentation", "segmentation"))

@@ -25,7 +25,7 @@ from .. import figures_sam
 from ..engine.errors import ClipSurgeryError, ImageInputError
 from ..engine.maps import combine_targets, map_to_points, parse_target
 from ..engine.regions import display_step, region_outline
-from ..engine.sam import SamRefiner
+from ..engine.sam.refiner import SamRefiner
 from ..figures import figure_bytes
 from .base import ExplorerWidget, LatestOnlyRunner
 from .plotting import image_data_uri, plotly_colorscale, subsample
@@ -80,7 +80,7 @@ class SamWidget(ExplorerWidget):
                  figure_width: int = 960):
         if not isinstance(refiner, SamRefiner):
             raise TypeError(f"SamWidget needs a SamRefiner, not {type(refiner).__name__}: use "
-                            f"clipsurgery_widgets.engine.sam.load_sam_from_env() or SamRefiner(sam_model).")
+                            f"clipsurgery_widgets.engine.sam.refiner.load_sam_from_env() or SamRefiner(sam_model).")
         super().__init__()
         self.explainer = explainer
         self.refiner = refiner

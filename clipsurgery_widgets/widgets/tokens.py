@@ -9,10 +9,10 @@ import ipywidgets as widgets
 import numpy as np
 
 from .. import figures_tokens
+from ..engine.attribution import RegionRanking, TokenAttribution, token_attributions
 from ..engine.errors import ClipSurgeryError
 from ..engine.explainer import Explainer
 from ..engine.regions import display_step, patch_value_image
-from ..engine.tokens import RegionRanking, TokenAttribution, token_attributions
 from .base import ExplorerWidget
 from .plotting import PanelFigure, plotly_colorscale, subsample
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from clipsurgery_widgets.widgets import plotting
 
 pytestmark = pytest.mark.e2e

@@ -6,9 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipsurgery_widgets.engine.attention import (AttentionCapture, AttentionInputError, attention_layout,
-                                                  attention_rows, capture_attention, cell_box, check_query,
-                                                  neighbourhood)
+from clipsurgery_widgets.engine.attention import (
+    AttentionCapture,
+    AttentionInputError,
+    attention_layout,
+    attention_rows,
+    capture_attention,
+    cell_box,
+    check_query,
+    neighbourhood,
+)
 from clipsurgery_widgets.engine.images import preprocess, sample_image
 from clipsurgery_widgets.engine.regions import patch_at
 

@@ -9,7 +9,11 @@ from matplotlib.figure import Figure
 from PIL import Image
 from plotly.callbacks import Points
 
-from clipsurgery_widgets.engine.attention import AttentionInputError, capture_attention, cell_box
+from clipsurgery_widgets.engine.attention import (
+    AttentionInputError,
+    capture_attention,
+    cell_box,
+)
 from clipsurgery_widgets.engine.errors import ClipSurgeryError
 from clipsurgery_widgets.engine.explainer import Explainer
 from clipsurgery_widgets.engine.images import preprocess, sample_image

@@ -13,17 +13,33 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from clipsurgery_widgets.engine import decomposition_pass
-from clipsurgery_widgets.engine.ablation import (Ablation, ablated_embeddings, evaluate_ablation, folder_ablation,
-                                                 labelled_folder, mean_terms, zero_shot_accuracy)
-from clipsurgery_widgets.engine.decomposition import (Decomposition, DecompositionMemoryError, decompose,
-                                                      decomposition_memory, decomposition_nbytes, segment_maps,
-                                                      spatial_maps)
-from clipsurgery_widgets.engine.decomposition_pass import PassInterrupted, decompose_images
+from clipsurgery_widgets.engine.decomposition import dataset_pass as decomposition_pass
+from clipsurgery_widgets.engine.decomposition.ablation import (
+    Ablation,
+    ablated_embeddings,
+    evaluate_ablation,
+    folder_ablation,
+    labelled_folder,
+    mean_terms,
+    zero_shot_accuracy,
+)
+from clipsurgery_widgets.engine.decomposition.dataset_pass import (
+    PassInterrupted,
+    decompose_images,
+)
+from clipsurgery_widgets.engine.decomposition.terms import (
+    Decomposition,
+    DecompositionMemoryError,
+    decompose,
+    decomposition_memory,
+    decomposition_nbytes,
+    segment_maps,
+    spatial_maps,
+)
 from clipsurgery_widgets.engine.errors import ImageInputError, UnsupportedModelError
 from clipsurgery_widgets.engine.explainer import Explainer
 from clipsurgery_widgets.engine.loading import build_tiny_model, wrap_model
-from clipsurgery_widgets.engine.towers import encode_image_tokens
+from clipsurgery_widgets.engine.towers.encode import encode_image_tokens
 
 TEXT_CFG = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
 

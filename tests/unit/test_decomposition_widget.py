@@ -8,16 +8,19 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from clipsurgery_widgets.engine.ablation import Ablation
-from clipsurgery_widgets.engine.decomposition import decompose
+from clipsurgery_widgets.engine.decomposition.ablation import Ablation
+from clipsurgery_widgets.engine.decomposition.terms import decompose
+from clipsurgery_widgets.engine.decomposition.textspan import (
+    encode_text_pool,
+    text_span,
+)
 from clipsurgery_widgets.engine.errors import ImageInputError, UnsupportedModelError
 from clipsurgery_widgets.engine.explainer import Explainer
 from clipsurgery_widgets.engine.images import preprocess
-from clipsurgery_widgets.engine.text import TEMPLATES
-from clipsurgery_widgets.engine.textspan import encode_text_pool, text_span
+from clipsurgery_widgets.engine.text.encoding import TEMPLATES
 from clipsurgery_widgets.widgets import decomposition as widget_module
-from clipsurgery_widgets.widgets.decomposition import DecompositionExplorer
 from clipsurgery_widgets.widgets import plotting
+from clipsurgery_widgets.widgets.decomposition import DecompositionExplorer
 
 POOL = [f"texture number {i}" for i in range(30)] + ["a <script>alert(1)</script> sign", "a red car", "a dog"]
 LABELS = ["cat", "dog", "car"]

@@ -10,8 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from clipsurgery_widgets.engine.downloads import SAM_CHECKPOINTS, checkpoint_path, download_checkpoint
 from clipsurgery_widgets.engine.errors import CheckpointError, ModelLoadError
+from clipsurgery_widgets.engine.sam.downloads import (
+    SAM_CHECKPOINTS,
+    checkpoint_path,
+    download_checkpoint,
+)
 
 PAYLOAD = hashlib.sha256(b"seed").digest() * 10_000  # 320,000 bytes, not a multiple of the chunk size
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()

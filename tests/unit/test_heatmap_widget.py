@@ -1,8 +1,8 @@
 """HeatmapExplorer driven from Python: set traits, fire the handlers a click or keystroke fires, and
 check what the widget shows (figure data, status line, error area)."""
 import base64
-from datetime import datetime, timezone
 import threading
+from datetime import datetime, timezone
 
 import numpy as np
 import pytest

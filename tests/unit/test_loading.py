@@ -8,8 +8,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from clipsurgery_widgets.engine import (CheckpointError, LoadedModel, ModelLoadError, UnsupportedModelError,
-                                        build_tiny_model, load_model, load_model_from_env, wrap_model)
+from clipsurgery_widgets.engine import (
+    CheckpointError,
+    LoadedModel,
+    ModelLoadError,
+    UnsupportedModelError,
+    build_tiny_model,
+    load_model,
+    load_model_from_env,
+    wrap_model,
+)
 from clipsurgery_widgets.engine.loading import check_supported_config
 
 PIXELS = torch.linspace(-1, 1, 3 * 224 * 224).reshape(1, 3, 224, 224)

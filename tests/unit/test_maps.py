@@ -6,8 +6,13 @@ import pytest
 import torch
 
 from clipsurgery_widgets.engine.errors import TextInputError
-from clipsurgery_widgets.engine.maps import combine_targets, map_to_points, overlay, parse_target, similarity_maps
-
+from clipsurgery_widgets.engine.maps import (
+    combine_targets,
+    map_to_points,
+    overlay,
+    parse_target,
+    similarity_maps,
+)
 
 # --- similarity maps ---------------------------------------------------------------------------
 

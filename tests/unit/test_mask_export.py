@@ -9,10 +9,23 @@ import pytest
 from PIL import Image
 from skimage.draw import disk
 
-from clipsurgery_widgets.engine.mask_export import (as_mask, load_mask, load_prompts, mask_from_png, mask_to_png_bytes,
-                                                    mask_to_polygons, mask_to_rle, polygons_to_coco, polygons_to_mask,
-                                                    prompts_from_dict, prompts_to_dict, result_to_dict, rle_to_mask,
-                                                    save_mask, save_prompts)
+from clipsurgery_widgets.engine.sam.export import (
+    as_mask,
+    load_mask,
+    load_prompts,
+    mask_from_png,
+    mask_to_png_bytes,
+    mask_to_polygons,
+    mask_to_rle,
+    polygons_to_coco,
+    polygons_to_mask,
+    prompts_from_dict,
+    prompts_to_dict,
+    result_to_dict,
+    rle_to_mask,
+    save_mask,
+    save_prompts,
+)
 
 
 def iou(a, b):
@@ -136,7 +149,7 @@ def test_prompts_round_trip(tmp_path):
 
 
 def test_result_to_dict_from_a_real_result():
-    from clipsurgery_widgets.engine.sam import SamRefiner, build_tiny_sam
+    from clipsurgery_widgets.engine.sam.refiner import SamRefiner, build_tiny_sam
 
     refiner = SamRefiner(build_tiny_sam())
     refiner.set_image(np.full((40, 50, 3), 120, np.uint8))

@@ -3,13 +3,18 @@ import math
 
 import numpy as np
 import pytest
-
 import torch
 import torch.nn.functional as F
 
 from clipsurgery_widgets.engine.maps import similarity_maps
-from clipsurgery_widgets.engine.regions import (display_step, normalised_patch_grid, patch_at, patch_value_image,
-                                                region_outline, sample_positions)
+from clipsurgery_widgets.engine.regions import (
+    display_step,
+    normalised_patch_grid,
+    patch_at,
+    patch_value_image,
+    region_outline,
+    sample_positions,
+)
 
 
 def _disk(height, width, cy, cx, radius):

@@ -10,8 +10,16 @@ import pytest
 import torch
 
 from clipsurgery_widgets.engine import maps
-from clipsurgery_widgets.engine.errors import CheckpointError, ImageInputError, UnsupportedModelError
-from clipsurgery_widgets.engine.sam import SamRefiner, build_tiny_sam, instance_prompts
+from clipsurgery_widgets.engine.errors import (
+    CheckpointError,
+    ImageInputError,
+    UnsupportedModelError,
+)
+from clipsurgery_widgets.engine.sam.refiner import (
+    SamRefiner,
+    build_tiny_sam,
+    instance_prompts,
+)
 
 H, W = 120, 160
 
@@ -485,7 +493,7 @@ def test_from_pretrained_rejects_unknown_type():
 # --- CLIPSURGERY_SAM ------------------------------------------------------------------------------
 
 def test_load_sam_from_env_tiny(monkeypatch, tiny_sam, image):
-    from clipsurgery_widgets.engine.sam import load_sam_from_env
+    from clipsurgery_widgets.engine.sam.refiner import load_sam_from_env
 
     monkeypatch.setenv("CLIPSURGERY_SAM", "tiny")
     refiner = load_sam_from_env()
@@ -496,7 +504,7 @@ def test_load_sam_from_env_tiny(monkeypatch, tiny_sam, image):
 
 
 def test_load_sam_from_env_checkpoint_paths(monkeypatch, tmp_path, tiny_sam):
-    from clipsurgery_widgets.engine.sam import load_sam_from_env
+    from clipsurgery_widgets.engine.sam.refiner import load_sam_from_env
 
     path = tmp_path / "sam_tiny.pth"
     torch.save(tiny_sam.state_dict(), path)
@@ -516,9 +524,9 @@ def test_load_sam_from_env_offline_default_fails_fast_with_instructions(monkeypa
     import socket
     import time
 
-    from clipsurgery_widgets.engine import downloads
     from clipsurgery_widgets.engine.errors import ModelLoadError
-    from clipsurgery_widgets.engine.sam import load_sam_from_env
+    from clipsurgery_widgets.engine.sam import downloads
+    from clipsurgery_widgets.engine.sam.refiner import load_sam_from_env
 
     with socket.socket() as sock:  # a port nothing listens on stands in for the unreachable server
         sock.bind(("127.0.0.1", 0))
@@ -538,7 +546,7 @@ def test_load_sam_from_env_offline_default_fails_fast_with_instructions(monkeypa
 
 
 def test_load_sam_from_env_unknown_value(monkeypatch):
-    from clipsurgery_widgets.engine.sam import load_sam_from_env
+    from clipsurgery_widgets.engine.sam.refiner import load_sam_from_env
 
     monkeypatch.setenv("CLIPSURGERY_SAM", "vit_q")
     with pytest.raises(UnsupportedModelError, match="CLIPSURGERY_SAM='vit_q'.*'tiny', 'vit_b'"):

@@ -15,10 +15,23 @@ from clipsurgery_widgets.engine import maps
 from clipsurgery_widgets.engine.errors import ClipSurgeryError, ImageInputError
 from clipsurgery_widgets.engine.explainer import Explainer
 from clipsurgery_widgets.engine.regions import display_step
-from clipsurgery_widgets.engine.sam import SamRefiner, build_tiny_sam
-from clipsurgery_widgets.figures_sam import (MASK_COLOR, NEGATIVE_COLOR, POSITIVE_COLOR, mask_overlay, mask_rgba,
-                                             sam_figure)
-from clipsurgery_widgets.widgets.sam import H_HEAT, H_NEG, H_POS, IMG_MASK, T_CATCH, SamWidget
+from clipsurgery_widgets.engine.sam.refiner import SamRefiner, build_tiny_sam
+from clipsurgery_widgets.figures_sam import (
+    MASK_COLOR,
+    NEGATIVE_COLOR,
+    POSITIVE_COLOR,
+    mask_overlay,
+    mask_rgba,
+    sam_figure,
+)
+from clipsurgery_widgets.widgets.sam import (
+    H_HEAT,
+    H_NEG,
+    H_POS,
+    IMG_MASK,
+    T_CATCH,
+    SamWidget,
+)
 
 H, W = 96, 144
 INJECTION = "<img src=x onerror=alert(1)>"

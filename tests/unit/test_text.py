@@ -10,7 +10,11 @@ import torch.nn.functional as F
 
 from clipsurgery_widgets.engine.errors import TextInputError
 from clipsurgery_widgets.engine.loading import TINY_CONFIGS, load_model
-from clipsurgery_widgets.engine.text import TEMPLATES, encode_texts, encode_tokens
+from clipsurgery_widgets.engine.text.encoding import (
+    TEMPLATES,
+    encode_texts,
+    encode_tokens,
+)
 
 SCENE = ("there is a {} in the scene.", "there is the {} in the scene.", "this is a {} in the scene.",
          "this is the {} in the scene.", "this is one {} in the scene.")

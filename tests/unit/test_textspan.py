@@ -6,10 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clipsurgery_widgets.engine.decomposition.textspan import (
+    TEXT_POOL_PATH,
+    encode_text_pool,
+    load_text_pool,
+    text_pool,
+    text_span,
+    text_span_heads,
+)
 from clipsurgery_widgets.engine.errors import TextInputError
-from clipsurgery_widgets.engine.text import encode_texts
-from clipsurgery_widgets.engine.textspan import (TEXT_POOL_PATH, encode_text_pool, load_text_pool, text_pool,
-                                                 text_span, text_span_heads)
+from clipsurgery_widgets.engine.text.encoding import encode_texts
 
 D = 16
 
@@ -163,7 +169,7 @@ def test_encode_text_pool_matches_encode_texts_in_chunks(tiny_vit):
 
 
 def test_encoded_pool_is_cached_in_one_file(tiny_vit, tmp_path, monkeypatch):
-    from clipsurgery_widgets.engine import textspan
+    from clipsurgery_widgets.engine.decomposition import textspan
 
     texts = ["a red car", "a dog", "stripes"]
     first = encode_text_pool(tiny_vit, texts, progress=False, cache_dir=tmp_path)

@@ -8,12 +8,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clipsurgery_widgets.engine.attribution import (
+    attribute_tokens,
+    caption_matches,
+    region_weights,
+    token_attributions,
+)
 from clipsurgery_widgets.engine.errors import TextInputError, UnsupportedModelError
 from clipsurgery_widgets.engine.explainer import Explainer
-from clipsurgery_widgets.engine.text import encode_texts
-from clipsurgery_widgets.engine.tokens import (END_TEXT, PARTIAL_TEXT, START_TEXT, attribute_tokens, caption_matches,
-                                               is_punctuation, region_weights, token_attributions,
-                                               token_features, tokenize_caption)
+from clipsurgery_widgets.engine.text.captions import (
+    END_TEXT,
+    PARTIAL_TEXT,
+    START_TEXT,
+    is_punctuation,
+    token_features,
+    tokenize_caption,
+)
+from clipsurgery_widgets.engine.text.encoding import encode_texts
 
 CAPTIONS = [
     "A cat sitting on a sofa.",

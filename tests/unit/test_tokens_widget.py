@@ -7,14 +7,14 @@ from matplotlib import colormaps
 from matplotlib.colors import to_hex
 from matplotlib.text import Text
 
+from clipsurgery_widgets.engine.attribution import token_attributions
 from clipsurgery_widgets.engine.errors import ImageInputError
 from clipsurgery_widgets.engine.explainer import Explainer
 from clipsurgery_widgets.engine.regions import display_step
-from clipsurgery_widgets.engine.tokens import token_attributions
 from clipsurgery_widgets.figures import figure_bytes
 from clipsurgery_widgets.figures_tokens import TOP_COLORS, token_colors, token_figure
-from clipsurgery_widgets.widgets.tokens import TokenExplorer
 from clipsurgery_widgets.widgets import plotting
+from clipsurgery_widgets.widgets.tokens import TokenExplorer
 
 CAPTION = "A cat, lying on a soft sofa."
 INJECTION = "<img src=x onerror=alert(1)>"

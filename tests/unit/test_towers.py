@@ -11,8 +11,14 @@ from torch import nn
 
 from clipsurgery_widgets.engine.errors import ImageInputError, UnsupportedModelError
 from clipsurgery_widgets.engine.loading import build_tiny_model
-from clipsurgery_widgets.engine.towers import (attention_weights, encode_image_tokens, resized_pos_embed,
-                                               split_heads_qkv, vit_embed, vit_stream)
+from clipsurgery_widgets.engine.towers.encode import (
+    attention_weights,
+    encode_image_tokens,
+    resized_pos_embed,
+    split_heads_qkv,
+    vit_embed,
+    vit_stream,
+)
 
 SQUARE, WIDE = (224, 224), (160, 256)
 TEXT_CFG = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import TextInputError, UnsupportedModelError
+from ..errors import TextInputError, UnsupportedModelError
 
 # The 80 OpenAI ImageNet prompt templates (Radford et al., CLIP), in their published order.
 OPENAI_IMAGENET_TEMPLATES: tuple[str, ...] = (

@@ -26,14 +26,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ModelLoadError, UnsupportedModelError
-from .images import load_image
-from .maps import combine_targets, map_to_points
-from .sam_embeddings import Embedding, EmbeddingCache, Progress, compute_embedding, embedding_key
-from .sam_instances import InstanceMasks, InstancePrompt, instance_prompts
-from .sam_models import SAM_ARCHITECTURES, TINY_SAM_SEED, build_tiny_sam, load_sam_checkpoint, module_fingerprint
-from .sam_prompts import as_numpy, check_box, check_points, make_state
-from .sam_results import NO_PROMPTS, PromptState, SamResult, frozen
+from ..errors import ModelLoadError, UnsupportedModelError
+from ..images import load_image
+from ..maps import combine_targets, map_to_points
+from .embeddings import (
+    Embedding,
+    EmbeddingCache,
+    Progress,
+    compute_embedding,
+    embedding_key,
+)
+from .instances import InstanceMasks, InstancePrompt, instance_prompts
+from .models import (
+    SAM_ARCHITECTURES,
+    TINY_SAM_SEED,
+    build_tiny_sam,
+    load_sam_checkpoint,
+    module_fingerprint,
+)
+from .prompts import as_numpy, check_box, check_points, make_state
+from .results import NO_PROMPTS, PromptState, SamResult, frozen
 
 SAM_ENV = "CLIPSURGERY_SAM"
 DEFAULT_SAM_SPEC = "vit_b"
@@ -97,7 +109,7 @@ class SamRefiner:
             embedding_cache_dir: passed to the refiner as ``cache_dir``.
             kwargs: other :class:`SamRefiner` options.
         """
-        from .loading import default_device
+        from ..loading import default_device
 
         sam = load_sam_checkpoint(path, model_type, trust_checkpoint=trust_checkpoint)
         return cls(sam.to(default_device(device)).eval(), cache_dir=embedding_cache_dir, **kwargs)
@@ -475,7 +487,7 @@ def load_sam_from_env(default: str = DEFAULT_SAM_SPEC, device: str | torch.devic
     if path:
         return SamRefiner.from_checkpoint(path, model_type, device, **kwargs)
     if model_type == "tiny":
-        from .loading import default_device
+        from ..loading import default_device
 
         return SamRefiner(build_tiny_sam().to(default_device(device)), **kwargs)
     if model_type in SAM_CHECKPOINTS:

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from .sam_prompts import as_numpy
-from .sam_results import SamResult, frozen
+from .prompts import as_numpy
+from .results import SamResult, frozen
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tower_ops import RESNET_STRIDE, check_pixels, merge_heads, resized_pos_embed, split_heads
+from .ops import (
+    RESNET_STRIDE,
+    check_pixels,
+    merge_heads,
+    resized_pos_embed,
+    split_heads,
+)
 
 RESNET_MODES = ("repo", "paper")
 # "paper" mode (SPEC 2): cosine queries/keys with an 8x larger scale, as the authors' ResNet setting.

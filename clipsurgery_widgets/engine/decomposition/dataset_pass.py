@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .cache import content_hash, default_cache_dir
-from .decomposition import decompose, vision_tower
-from .errors import ClipSurgeryError
-from .images import check_input_size, load_image, preprocess
-from .loading import LoadedModel, wrap_model
+from ..cache import content_hash, default_cache_dir
+from ..errors import ClipSurgeryError
+from ..images import check_input_size, load_image, preprocess
+from ..loading import LoadedModel, wrap_model
+from .terms import decompose, vision_tower
 
 # Bump when the saved terms change meaning, so that old files are not reused.
 FORMAT_VERSION = 1

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ImageInputError
+from ..errors import ImageInputError
 
 # ModifiedResNet reduces the input 32 times (stem /4, layer2..4 /2 each).
 RESNET_STRIDE = 32

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import UnsupportedModelError
-from .tower_ops import check_pixels, merge_heads, resized_pos_embed, split_heads_qkv
+from ..errors import UnsupportedModelError
+from .ops import check_pixels, merge_heads, resized_pos_embed, split_heads_qkv
 
 
 @dataclass(frozen=True)

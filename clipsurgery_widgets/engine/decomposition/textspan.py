@@ -14,11 +14,11 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .cache import FeatureStore, content_hash, default_cache_dir
-from .errors import TextInputError
-from .text import encode_texts
+from ..cache import FeatureStore, content_hash, default_cache_dir
+from ..errors import TextInputError
+from ..text.encoding import encode_texts
 
-TEXT_POOL_PATH = Path(__file__).resolve().parent.parent / "data" / "text_pool.txt"
+TEXT_POOL_PATH = Path(__file__).resolve().parents[2] / "data" / "text_pool.txt"
 
 
 def load_text_pool(path: str | os.PathLike | None = None) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .sam_results import PromptState, frozen
+from .results import PromptState, frozen
 
 
 def as_numpy(value: Any) -> np.ndarray:

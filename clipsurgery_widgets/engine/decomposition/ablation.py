@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from .errors import ImageInputError
+from ..errors import ImageInputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -179,8 +179,8 @@ def folder_ablation(explainer: Any, root: str | os.PathLike, ablations: Ablation
     The folder's own images give the means. templates: prompt templates for the class names
     (default: the 85 of SPEC 3). Per-image terms are saved and resumed (see decompose_images).
     """
-    from .decomposition_pass import decompose_images
-    from .text import TEMPLATES
+    from ..text.encoding import TEMPLATES
+    from .dataset_pass import decompose_images
 
     data = labelled_folder(root, max_per_class)
     terms = decompose_images(explainer, data.paths, cache_dir=cache_dir, progress=progress)

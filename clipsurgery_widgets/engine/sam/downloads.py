@@ -15,8 +15,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from .cache import default_cache_dir as package_cache_dir
-from .errors import CheckpointError, ModelLoadError
+from ..cache import default_cache_dir as package_cache_dir
+from ..errors import CheckpointError, ModelLoadError
 
 _BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
 # model type -> (url, sha256). The digests are the ones published with the official checkpoints

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ClipSurgeryError, UnsupportedModelError
-from .tower_ops import attention_weights, split_heads_qkv
-from .vit_tower import check_vit, vit_stream
+from ..errors import ClipSurgeryError, UnsupportedModelError
+from ..towers.ops import attention_weights, split_heads_qkv
+from ..towers.vit import check_vit, vit_stream
 
 # decompose refuses batches whose terms would need more than this (override with max_bytes=...).
 DEFAULT_MAX_BYTES = 2 * 1024**3

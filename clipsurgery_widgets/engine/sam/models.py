@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CheckpointError, UnsupportedModelError
+from ..errors import CheckpointError, UnsupportedModelError
 
 TINY_SAM_SEED = 0
 # model type -> (image encoder width, number of encoder blocks); "tiny" is build_tiny_sam().
@@ -24,7 +24,13 @@ def build_tiny_sam(seed: int = TINY_SAM_SEED) -> nn.Module:
 
     Its masks mean nothing. Built under a fixed seed with the global RNG left untouched.
     """
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -51,7 +57,7 @@ def load_sam_checkpoint(path: str | os.PathLike, model_type: str | None = None, 
     ``model_type`` None infers the size from the weights; a type that does not match the file is
     an error. ``trust_checkpoint`` reads with ``weights_only=False`` (only for files you trust).
     """
-    from .loading import read_checkpoint
+    from ..loading import read_checkpoint
 
     path = Path(path).expanduser()
     if model_type is not None and model_type not in SAM_ARCHITECTURES:
