@@ -24,3 +24,7 @@ class ImageInputError(ClipSurgeryError, ValueError):
 
 class TextInputError(ClipSurgeryError, ValueError):
     """Labels or captions are empty or malformed."""
+
+
+class MethodError(ClipSurgeryError, ValueError):
+    """Unknown dense method or parameter, or a parameter value outside its allowed range."""

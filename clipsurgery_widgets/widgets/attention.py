@@ -11,7 +11,6 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
 
-from .. import figures_attention
 from ..engine.attention import (
     ALL_QUERIES,
     GLOBAL,
@@ -32,7 +31,8 @@ from ..engine.cache import LRUCache, content_hash
 from ..engine.errors import ClipSurgeryError
 from ..engine.images import check_input_size, preprocess
 from ..engine.regions import patch_at
-from ..figures_attention import (
+from ..figures import attention as figures_attention
+from ..figures.attention import (
     KIND_COLORS,
     KIND_TITLES,
     QUERY_COLOR,

@@ -12,7 +12,6 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 
-from .. import figures_decomposition
 from ..engine.cache import LRUCache
 from ..engine.decomposition.ablation import (
     IMAGE_SUFFIXES,
@@ -33,6 +32,7 @@ from ..engine.errors import ClipSurgeryError, ImageInputError, TextInputError
 from ..engine.images import preprocess
 from ..engine.regions import display_step
 from ..engine.text.encoding import TEMPLATES
+from ..figures import decomposition as figures_decomposition
 from .base import ExplorerWidget
 from .plotting import PanelFigure, plotly_colorscale
 

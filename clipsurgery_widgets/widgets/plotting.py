@@ -24,10 +24,10 @@ from matplotlib import colormaps
 from PIL import Image
 
 from ..engine.regions import sample_positions
+from ..figures.style import MARKER_COLOR  # one colour for the clicked point in live and static views
 
 HEAT_TRACE, OUTLINE_TRACE = 0, 1
 TRACES_PER_PANEL = 2
-MARKER_COLOR = "#ff2bd6"
 
 
 def image_data_uri(rgb: np.ndarray, max_side: int = 640) -> tuple[str, float]:

@@ -21,12 +21,12 @@ import plotly.graph_objects as go
 from matplotlib.colors import to_rgb
 from PIL import Image
 
-from .. import figures_sam
 from ..engine.errors import ClipSurgeryError, ImageInputError
 from ..engine.maps import combine_targets, map_to_points, parse_target
 from ..engine.regions import display_step, region_outline
 from ..engine.sam.refiner import SamRefiner
 from ..figures import figure_bytes
+from ..figures import sam as figures_sam
 from .base import ExplorerWidget, LatestOnlyRunner
 from .plotting import image_data_uri, plotly_colorscale, subsample
 

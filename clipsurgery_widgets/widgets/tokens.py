@@ -8,11 +8,11 @@ from typing import Any, Sequence
 import ipywidgets as widgets
 import numpy as np
 
-from .. import figures_tokens
 from ..engine.attribution import RegionRanking, TokenAttribution, token_attributions
 from ..engine.errors import ClipSurgeryError
 from ..engine.explainer import Explainer
 from ..engine.regions import display_step, patch_value_image
+from ..figures import tokens as figures_tokens
 from .base import ExplorerWidget
 from .plotting import PanelFigure, plotly_colorscale, subsample
 

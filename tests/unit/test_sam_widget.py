@@ -16,7 +16,7 @@ from clipsurgery_widgets.engine.errors import ClipSurgeryError, ImageInputError
 from clipsurgery_widgets.engine.explainer import Explainer
 from clipsurgery_widgets.engine.regions import display_step
 from clipsurgery_widgets.engine.sam.refiner import SamRefiner, build_tiny_sam
-from clipsurgery_widgets.figures_sam import (
+from clipsurgery_widgets.figures.sam import (
     MASK_COLOR,
     NEGATIVE_COLOR,
     POSITIVE_COLOR,

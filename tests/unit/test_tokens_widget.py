@@ -12,7 +12,7 @@ from clipsurgery_widgets.engine.errors import ImageInputError
 from clipsurgery_widgets.engine.explainer import Explainer
 from clipsurgery_widgets.engine.regions import display_step
 from clipsurgery_widgets.figures import figure_bytes
-from clipsurgery_widgets.figures_tokens import TOP_COLORS, token_colors, token_figure
+from clipsurgery_widgets.figures.tokens import TOP_COLORS, token_colors, token_figure
 from clipsurgery_widgets.widgets import plotting
 from clipsurgery_widgets.widgets.tokens import TokenExplorer
 

@@ -13,11 +13,11 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .engine.maps import overlay
-from .figures import register_notebook_display
+from ..engine.maps import overlay
+from .output import register_notebook_display
+from .style import ABLATED_COLOR, MARKER_COLOR
 
-ABLATED_COLOR = "#444444"
-SELECTED_COLOR = "#ff2bd6"
+SELECTED_COLOR = MARKER_COLOR
 ATTN_COLOR, MLP_COLOR = "#1f77b4", "#ff7f0e"
 
 

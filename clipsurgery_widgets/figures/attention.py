@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from .engine.attention import (
+from ..engine.attention import (
     GLOBAL,
     STAT_NAMES,
     STAT_TITLES,
@@ -23,11 +23,12 @@ from .engine.attention import (
     AttentionStats,
     cell_box,
 )
-from .engine.maps import overlay
-from .engine.regions import patch_value_image
+from ..engine.maps import overlay
+from ..engine.regions import patch_value_image
+from .style import MARKER_COLOR, QK_COLOR, VV_COLOR, new_figure
 
-QUERY_COLOR = "#ff2bd6"
-KIND_COLORS = {"qk": "#d62728", "vv": "#1f77b4"}
+QUERY_COLOR = MARKER_COLOR
+KIND_COLORS = {"qk": QK_COLOR, "vv": VV_COLOR}
 KIND_TITLES = {"qk": "q-k attention", "vv": "v-v attention"}
 _MAX_SIDE = 640  # panels never need more pixels than this
 
@@ -44,7 +45,7 @@ def qk_vv_figure(panels: Sequence[tuple[np.ndarray, AttentionRows]], layer_name:
     if not panels:
         raise ValueError("panels is empty: pass at least one (image, AttentionRows) pair.")
     images = [_display_image(rgb) for rgb, _ in panels]
-    fig = _new_figure(3, len(panels), images[0].shape, panel_inches)
+    fig = new_figure(3, len(panels), images[0].shape, panel_inches, pad=(0.6, 0.7))
     axes = fig.subplots(3, len(panels), squeeze=False)
     for col, (rgb, (_, rows)) in enumerate(zip(images, panels)):
         _draw(axes[0, col], rgb, None, rows, cmap, opacity)
@@ -70,7 +71,7 @@ def layers_figure(rgb: np.ndarray, rows: Sequence[AttentionRows], layer_names: S
     image = _display_image(rgb)
     ncols = ncols or min(len(rows), 12)
     bands = math.ceil(len(rows) / ncols)
-    fig = _new_figure(2 * bands, ncols, image.shape, panel_inches)
+    fig = new_figure(2 * bands, ncols, image.shape, panel_inches, pad=(0.6, 0.7))
     axes = fig.subplots(2 * bands, ncols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
@@ -170,7 +171,3 @@ def _display_image(rgb: np.ndarray) -> np.ndarray:
     size = (max(1, round(width / scale)), max(1, round(height / scale)))
     return np.asarray(Image.fromarray(rgb).resize(size, Image.LANCZOS))
 
-
-def _new_figure(nrows: int, ncols: int, shape: tuple[int, ...], panel_inches: float) -> Figure:
-    aspect = shape[0] / shape[1]
-    return Figure(figsize=(ncols * panel_inches + 0.6, nrows * panel_inches * aspect + 0.7), layout="constrained")

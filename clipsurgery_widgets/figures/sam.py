@@ -15,14 +15,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from .engine.maps import overlay
-from .engine.regions import region_outline
-from .figures import register_notebook_display
-
-POSITIVE_COLOR = "#ff8c00"  # orange
-NEGATIVE_COLOR = "#1f6fff"  # blue
-MASK_COLOR = "#22c55e"
-BOX_COLOR = "#ffd400"
+from ..engine.maps import overlay
+from ..engine.regions import region_outline
+from .style import BOX_COLOR, MASK_COLOR, NEGATIVE_COLOR, POSITIVE_COLOR, new_figure
 
 
 def mask_overlay(rgb: np.ndarray, mask: np.ndarray, color: str = MASK_COLOR, opacity: float = 0.5) -> np.ndarray:
@@ -68,7 +63,7 @@ def sam_figure(rgb: np.ndarray, points: Any = None, labels: Any = None, mask: np
     points, labels = _check_points(points, labels)
     mask = None if mask is None else _check_mask(mask, rgb.shape[:2])
     panels = 1 if heat is None else 2
-    fig = _new_figure(panels, rgb.shape, panel_inches)
+    fig = new_figure(1, panels, rgb.shape, panel_inches, pad=(0.4, 0.9))
     axes = fig.subplots(1, panels, squeeze=False)[0]
     if heat is not None:
         heat = np.asarray(heat, dtype=np.float64)
@@ -114,12 +109,6 @@ def _finish(ax, shape: tuple[int, ...], title: str) -> None:
     ax.set_ylim(shape[0] - 0.5, -0.5)
     ax.set_axis_off()
     ax.set_title(title, fontsize=11)
-
-
-def _new_figure(ncols: int, shape: tuple[int, ...], panel_inches: float) -> Figure:
-    register_notebook_display()
-    aspect = shape[0] / shape[1]
-    return Figure(figsize=(ncols * panel_inches + 0.4, panel_inches * aspect + 0.9), layout="constrained")
 
 
 def _check_image(rgb: np.ndarray) -> np.ndarray:

@@ -6,26 +6,22 @@ threads and notebooks alike; display one in Jupyter by making it the cell's valu
 """
 from __future__ import annotations
 
-import io
 import math
-import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize, to_rgb
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .engine.maps import overlay
-from .engine.regions import region_outline
-from .engine.results import Explanation
+from ..engine.maps import overlay
+from ..engine.regions import region_outline
+from ..engine.results import Explanation
+from .style import OUTLINE_COLOR, label_colors, new_figure
 
 METHOD_TITLES = {"raw": "raw CLIP", "surgery": "CLIP Surgery"}
-FORMATS = ("png", "svg", "pdf", "jpg", "jpeg")
-OUTLINE_COLOR = "white"
 _PANEL_INCHES = 2.6
 
 
@@ -48,7 +44,7 @@ def explanation_grid(rgb: np.ndarray, explanation: Explanation, methods: Sequenc
     methods = _check_methods(explanation, methods)
     labels = _check_labels(explanation, labels)
     columns = (["image"] if show_image else []) + list(methods)
-    fig = _new_figure(len(labels), len(columns), rgb.shape, panel_inches)
+    fig = new_figure(len(labels), len(columns), rgb.shape, panel_inches)
     axes = fig.subplots(len(labels), len(columns), squeeze=False)
     for row, label in enumerate(labels):
         for col, column in enumerate(columns):
@@ -74,7 +70,7 @@ def label_grid(rgb: np.ndarray, explanation: Explanation, method: str = "surgery
     labels = _check_labels(explanation, labels)
     ncols = ncols or min(len(labels), max(1, math.ceil(math.sqrt(len(labels) * 1.5))))
     nrows = math.ceil(len(labels) / ncols)
-    fig = _new_figure(nrows, ncols, rgb.shape, panel_inches)
+    fig = new_figure(nrows, ncols, rgb.shape, panel_inches)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for index, ax in enumerate(axes.flat):
         if index >= len(labels):
@@ -112,7 +108,7 @@ def segmentation_figure(rgb: np.ndarray, explanation: Explanation, method: str =
     colors = label_colors(len(explanation.labels))
     painted = np.round(colors[segmentation] * 255.0)
     blended = np.clip(np.rint((1 - opacity) * rgb + opacity * painted), 0, 255).astype(np.uint8)
-    fig = _new_figure(1, 1, rgb.shape, panel_inches)
+    fig = new_figure(1, 1, rgb.shape, panel_inches)
     ax = fig.subplots()
     ax.imshow(blended, interpolation="nearest")
     ax.set_axis_off()
@@ -122,31 +118,6 @@ def segmentation_figure(rgb: np.ndarray, explanation: Explanation, method: str =
     fig.legend(handles=handles, loc="outside right upper", fontsize=9, frameon=False)
     return fig
 
-
-def label_colors(count: int) -> np.ndarray:
-    """float [count, 3] distinct RGB colours in [0, 1]: tab10, then tab20's light shades, then hues."""
-    base = [to_rgb(c) for c in colormaps["tab10"].colors] + [to_rgb(c) for c in colormaps["tab20"].colors[1::2]]
-    extra = max(0, count - len(base))
-    hues = colormaps["hsv"](np.linspace(0, 1, extra, endpoint=False))[:, :3] * 0.85 if extra else np.zeros((0, 3))
-    return np.concatenate([np.asarray(base), hues])[:count]
-
-
-def figure_bytes(fig: Figure, format: str = "png", dpi: int = 100) -> bytes:
-    """Encode a figure as PNG/SVG/PDF/JPEG bytes at ``dpi``."""
-    format = _check_format(format)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format=format, dpi=dpi, bbox_inches="tight", facecolor="white")
-    return buffer.getvalue()
-
-
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150, format: str | None = None) -> Path:
-    """Write a figure to ``path``; the format comes from ``format`` or the file suffix (png/svg/pdf/jpg)."""
-    path = Path(path).expanduser()
-    format = _check_format(format or path.suffix.lstrip(".") or "png")
-    if not path.parent.exists():
-        raise FileNotFoundError(f"Folder {path.parent} does not exist; create it first.")
-    path.write_bytes(figure_bytes(fig, format, dpi))
-    return path
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -165,33 +136,6 @@ def _colorbar(fig: Figure, axes: np.ndarray, cmap: str) -> None:
     bar = fig.colorbar(mappable, ax=list(axes.flat), shrink=0.8 if axes.shape[0] > 1 else 0.9, pad=0.02)
     bar.set_label("normalised score", fontsize=9)
 
-
-def _new_figure(nrows: int, ncols: int, shape: tuple[int, ...], panel_inches: float) -> Figure:
-    register_notebook_display()
-    aspect = shape[0] / shape[1]
-    width = ncols * panel_inches + 1.0
-    height = nrows * panel_inches * aspect + 0.6
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def register_notebook_display() -> None:
-    """In IPython, let a pyplot-free Figure show as a PNG when it is a cell's value.
-
-    matplotlib's inline backend registers this only once pyplot is imported; figures made here
-    never touch pyplot (no global figure list to leak into).
-    """
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
-    if shell is None or not hasattr(shell, "display_formatter"):
-        return
-    formatter = shell.display_formatter.formatters["image/png"]
-    try:
-        formatter.lookup_by_type(Figure)
-    except KeyError:
-        formatter.for_type(Figure, lambda fig: figure_bytes(fig, "png", dpi=100))
 
 
 def _check_image(rgb: np.ndarray, explanation: Explanation) -> np.ndarray:
@@ -230,8 +174,3 @@ def _check_labels(explanation: Explanation, labels: Sequence[str] | None) -> lis
     return labels
 
 
-def _check_format(format: str) -> str:
-    format = format.lower().lstrip(".")
-    if format not in FORMATS:
-        raise ValueError(f"Unsupported figure format {format!r}; use one of {', '.join(FORMATS)}.")
-    return "jpeg" if format == "jpg" else format

@@ -16,12 +16,11 @@ from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnchoredOffsetbox, HPacker, TextArea, VPacker
 
-from .engine.attribution import RegionRanking, TokenAttribution
-from .engine.maps import overlay
+from ..engine.attribution import RegionRanking, TokenAttribution
+from ..engine.maps import overlay
+from .style import TOP_COLORS
 
-TOP_COLORS = ("#ff2020", "#ffd500", "#00e5ff")  # the paper's top-three marking: red, yellow, cyan
 MARKINGS = ("top3", "scale")
-UNMARKED_COLOR = "#e8e8e8"
 
 
 def token_colors(scores: np.ndarray, order: np.ndarray, shown: np.ndarray, marking: str = "top3",

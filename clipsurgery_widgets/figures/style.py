@@ -1,0 +1,34 @@
+"""Colours, sizes and figure frames shared by the static figures and the live widgets, so both look alike."""
+from __future__ import annotations
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+
+from .output import register_notebook_display
+
+OUTLINE_COLOR = "white"
+MARKER_COLOR = "#ff2bd6"  # the clicked patch / query / selected head, in every view
+QK_COLOR, VV_COLOR = "#d62728", "#1f77b4"
+TOP_COLORS = ("#ff2020", "#ffd500", "#00e5ff")  # the paper's top-three marking: red, yellow, cyan
+UNMARKED_COLOR = "#e8e8e8"
+POSITIVE_COLOR, NEGATIVE_COLOR = "#ff8c00", "#1f6fff"  # SAM points: orange positives, blue negatives
+MASK_COLOR, BOX_COLOR = "#22c55e", "#ffd400"
+ABLATED_COLOR = "#444444"
+DEFAULT_CMAP, DEFAULT_OPACITY = "jet", 0.6  # the authors' overlay: 0.4 image + 0.6 heat
+
+
+def label_colors(count: int) -> np.ndarray:
+    """float [count, 3] distinct RGB colours in [0, 1]: tab10, then tab20's light shades, then hues."""
+    base = [to_rgb(c) for c in colormaps["tab10"].colors] + [to_rgb(c) for c in colormaps["tab20"].colors[1::2]]
+    extra = max(0, count - len(base))
+    hues = colormaps["hsv"](np.linspace(0, 1, extra, endpoint=False))[:, :3] * 0.85 if extra else np.zeros((0, 3))
+    return np.concatenate([np.asarray(base), hues])[:count]
+
+
+def new_figure(nrows: int, ncols: int, shape: tuple[int, ...], panel_inches: float, pad: tuple[float, float] = (1.0, 0.6)) -> Figure:
+    """A constrained-layout Figure for a nrows x ncols grid of panels of image ``shape`` (H, W, ...); ``pad`` = extra (width, height) inches."""
+    register_notebook_display()
+    aspect = shape[0] / shape[1]
+    return Figure(figsize=(ncols * panel_inches + pad[0], nrows * panel_inches * aspect + pad[1]), layout="constrained")
