@@ -70,7 +70,9 @@ def parse_size(text: str) -> int | tuple[int, int]:
 
 
 def _check_explain_args(args: argparse.Namespace) -> tuple[list[str], int | tuple[int, int]]:
-    labels = [part.strip() for part in args.labels.split(",") if part.strip()]
+    from .engine.text.labels import parse_labels
+
+    labels = parse_labels(args.labels, allow_empty=True)
     if not labels:
         raise UsageError('--labels is empty: give at least one label, e.g. --labels "cat,dog"')
     if not 0.0 <= args.opacity <= 1.0:

@@ -288,8 +288,7 @@ def caption_matches(
     mode = "labels" if len(captions) >= 2 else "empty"
     cross = feature_surgery(image_feats, pooled, redundant=empty, mode=mode)[0, 1:]  # [N, K]
     cosine = F.normalize(image_tokens.raw[0, 0], dim=-1) @ pooled.T
-    clip = explainer.model.model
-    scale = float(clip.logit_scale.detach().exp()) if hasattr(clip, "logit_scale") else 100.0
+    scale = explainer.model.logit_scale
     gh, gw = image_tokens.grid
     return CaptionMatches(
         captions=tuple(captions), attributions=tuple(attributions),

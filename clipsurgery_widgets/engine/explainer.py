@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import FeatureStore, LRUCache, content_hash, default_cache_dir
-from .errors import TextInputError
 from .images import ImageInput, check_input_size, load_image, preprocess
 from .loading import LoadedModel, load_model, wrap_model
-from .maps import parse_target, similarity_maps
+from .maps import similarity_maps
 from .results import Explanation, ImageTokens, MapSet
 from .surgery import feature_surgery
 from .text.encoding import TEMPLATES, encode_texts
+from .text.labels import parse_labels, parse_target
 from .towers.encode import encode_image_tokens
 
 METHODS = ("surgery", "raw", "both")
@@ -124,7 +124,7 @@ class Explainer:
             templates: prompt templates (default the 85 of SPEC 3), or None for bare labels.
         """
         t0 = time.perf_counter()
-        labels = _check_labels(labels)
+        labels = parse_labels(labels)
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, not {method!r}.")
         if redundancy not in REDUNDANCY_MODES:
@@ -146,9 +146,7 @@ class Explainer:
         t3 = time.perf_counter()
         mapsets = {name: _mapset(scores, tokens.grid, image_size) for name, scores in results.items()}
         global_raw = F.normalize(tokens.raw[0, 0], dim=-1) @ text.T
-        logit_scale = getattr(self.model.model, "logit_scale", None)
-        scale = float(logit_scale.detach().exp()) if logit_scale is not None else 100.0
-        probs = torch.softmax(scale * global_raw, dim=-1).numpy().astype(np.float32)
+        probs = torch.softmax(self.model.logit_scale * global_raw, dim=-1).numpy().astype(np.float32)
         t4 = time.perf_counter()
         hw = check_input_size(size, self.model.patch_size)
         return Explanation(
@@ -181,19 +179,6 @@ def _mapset(scores: torch.Tensor, grid: tuple[int, int], image_size: tuple[int, 
     maps = similarity_maps(patch.unsqueeze(0), grid, tuple(int(s) for s in image_size))[0]
     return MapSet(maps=maps.numpy().astype(np.float32), patch_scores=patch.numpy().astype(np.float32),
                   global_scores=scores[0].numpy().astype(np.float32))
-
-
-def _check_labels(labels: Sequence[str] | str) -> list[str]:
-    if isinstance(labels, str):
-        # "cat, dog" is two labels; empty pieces of a comma list are dropped ("" alone is kept).
-        labels = [part.strip() for part in labels.split(",") if part.strip()] if "," in labels else [labels]
-    labels = list(labels)
-    if not labels:
-        raise TextInputError("No labels given: pass at least one label, e.g. labels=['cat', 'dog'].")
-    for label in labels:
-        if not isinstance(label, str):
-            raise TextInputError(f"Labels must be strings; got {type(label).__name__} ({label!r}).")
-    return labels
 
 
 def _is_rgb(image: object) -> bool:

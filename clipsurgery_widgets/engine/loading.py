@@ -80,6 +80,17 @@ class LoadedModel:
     def context_length(self) -> int:
         return int(getattr(self.model, "context_length", 77))
 
+    @property
+    def logit_scale(self) -> float:
+        """CLIP's learned temperature exp(logit_scale), or 100 (OpenAI's trained value) without one."""
+        return clip_logit_scale(self.model)
+
+
+def clip_logit_scale(clip: nn.Module) -> float:
+    """exp(clip.logit_scale) as a float: the factor before CLIP's softmax over texts; 100 when absent."""
+    value = getattr(clip, "logit_scale", None)
+    return float(value.detach().exp()) if value is not None else 100.0
+
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
     if device is not None:

@@ -5,8 +5,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import TextInputError
-
 
 def similarity_maps(patch_scores: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
     """Per-label heat maps at image size.
@@ -99,17 +97,6 @@ def combine_targets(
     points.append(_cell_centres(negatives, cell_grid, size))
     labels.append(np.zeros(len(negatives), np.uint8))
     return np.concatenate(points), np.concatenate(labels)
-
-
-def parse_target(target: str) -> list[str]:
-    """Split a combined target "a+b" into its parts ["a", "b"] (spaces around parts stripped)."""
-    if not isinstance(target, str):
-        raise TextInputError(f"A target must be a string such as 'person+bench', not {type(target).__name__}.")
-    parts = [part.strip() for part in target.split("+")]
-    if "+" in target and not all(parts):
-        raise TextInputError(f"Combined target {target!r} has an empty part; write parts joined by '+', "
-                             f"e.g. 'person+bench'.")
-    return parts
 
 
 def overlay(image_rgb: np.ndarray, heat: np.ndarray | torch.Tensor, cmap: str = "jet",

@@ -2,9 +2,10 @@
 
 A widget subclasses :class:`ExplorerWidget` (an ``ipywidgets.VBox``), builds its controls and
 figures, and implements :meth:`ExplorerWidget._render_figure`. Slow work goes through
-:meth:`ExplorerWidget._submit`, which runs it in a background thread, shows progress in the status
-line, discards results of requests that a newer input has replaced, and reports failures in the
-error area so the widget keeps working.
+:meth:`ExplorerWidget.submit` as a named job (see :mod:`.jobs`), which runs it in a background
+thread, shows progress in the status line, discards results of requests that a newer input has
+replaced, and reports failures in the error area so the widget keeps working. Public settings are
+traits declared once (see :mod:`.state`).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import ipywidgets as widgets
 
 from ..engine.errors import ClipSurgeryError
 from ..figures import figure_bytes, save_figure
+from .jobs import Job, JobBoard, LatestOnlyRunner  # noqa: F401  (LatestOnlyRunner: re-exported)
 
 Result = TypeVar("Result")
 log = logging.getLogger(__name__)
@@ -30,67 +32,6 @@ _SPINNER = ('<style>@keyframes csw-spin{to{transform:rotate(360deg)}}</style>'
             '<span class="csw-spinner" style="display:inline-block;width:0.8em;height:0.8em;'
             'margin-right:0.4em;border:2px solid #999;border-top-color:transparent;border-radius:50%;'
             'animation:csw-spin 0.8s linear infinite;vertical-align:-0.1em"></span>')
-
-
-class LatestOnlyRunner:
-    """Runs jobs one at a time in a daemon thread; only the newest request matters.
-
-    Each :meth:`submit` gets a generation number. A job not yet started is dropped when a newer one
-    arrives; a running job can ask :meth:`is_current` and its caller discards stale results.
-    The thread exits when idle and is restarted by the next submission.
-    """
-
-    def __init__(self, name: str = "clipsurgery-widget"):
-        self._name = name
-        self._cond = threading.Condition()
-        self._generation = 0
-        self._pending: tuple[int, Callable[[int], None]] | None = None
-        self._running = False
-        self._thread: threading.Thread | None = None
-
-    def submit(self, job: Callable[[int], None]) -> int:
-        """Queue ``job(generation)``, replacing any job that has not started. Returns its generation."""
-        with self._cond:
-            self._generation += 1
-            self._pending = (self._generation, job)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
-                self._thread.start()
-            self._cond.notify_all()
-            return self._generation
-
-    def is_current(self, generation: int) -> bool:
-        return generation == self._generation
-
-    @property
-    def busy(self) -> bool:
-        with self._cond:
-            return self._pending is not None or self._running
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until no job is queued or running; False if ``timeout`` seconds passed first."""
-        if threading.current_thread() is self._thread:
-            return not self._pending  # called from inside a job: waiting would deadlock
-        with self._cond:
-            return self._cond.wait_for(lambda: self._pending is None and not self._running, timeout)
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                if self._pending is None:
-                    self._thread = None
-                    self._cond.notify_all()
-                    return
-                generation, job = self._pending
-                self._pending, self._running = None, True
-            try:
-                job(generation)
-            except Exception:  # jobs report their own errors; never let the thread die silently
-                log.exception("widget background job failed")
-            finally:
-                with self._cond:
-                    self._running = False
-                    self._cond.notify_all()
 
 
 class ExplorerWidget(widgets.VBox):
@@ -113,7 +54,7 @@ class ExplorerWidget(widgets.VBox):
 
     def __init__(self, **kwargs: Any):
         self._lock = threading.RLock()  # guards every update of the view's state and figures
-        self._runner = LatestOnlyRunner(type(self).__name__)
+        self._jobs = JobBoard(type(self).__name__)
         self._status_text = ""
         self._error_text: str | None = None
         self._status_html = widgets.HTML(layout=widgets.Layout(min_height="1.5em"))
@@ -174,8 +115,8 @@ class ExplorerWidget(widgets.VBox):
 
     @property
     def busy(self) -> bool:
-        """True while background work is queued or running."""
-        return self._runner.busy
+        """True while any background job is queued or running."""
+        return self._jobs.busy
 
     def _set_status(self, text: str, busy: bool = False) -> None:
         self._status_text = text
@@ -217,28 +158,34 @@ class ExplorerWidget(widgets.VBox):
 
     # --- background work ---------------------------------------------------------------------
 
-    def _submit(self, work: Callable[[], Result], apply: Callable[[Result], None], busy_text: str,
-                doing: str, done_text: Callable[[Result, float], str] | None = None) -> int:
-        """Run ``work()`` in the background, then ``apply(result)`` unless a newer request came in.
+    def submit(self, name: str, work: Callable[[Job], Result], apply: Callable[[Result], None], *,
+               busy_text: str, doing: str, done_text: Callable[[Result, float], str] | None = None) -> int:
+        """Run ``work(job)`` in the background as job ``name``, then ``apply(result)`` under the lock.
 
-        Returns the request's generation. Errors from either step go to the error area, and the
-        previous view stays on screen.
+        Latest-only per name: a newer request under the same name replaces a queued one and makes
+        a running one stale (its ``job.stopped`` is set and its result dropped); other names are
+        unaffected. Errors from either step go to the error area and the previous view stays.
+        Returns the request's generation.
         """
-        def job(generation: int) -> None:
-            if not self._runner.is_current(generation):
+        runner = self._jobs.runner(name)
+
+        def run(generation: int) -> None:
+            if not runner.is_current(generation):
                 return
+            handle = Job(name, generation, lambda text: self._progress(runner, generation, text))
+            self._jobs.start(name, handle)
             start = time.perf_counter()
             try:
-                result = work()
-            except Exception as exc:  # noqa: BLE001
+                result = work(handle)
+            except Exception as exc:  # noqa: BLE001 - shown in the widget, which keeps working
                 with self._lock:
-                    if self._runner.is_current(generation):
+                    if runner.is_current(generation):
                         self._show_error(exc, doing)
                         self._set_status(f"Failed while {doing}.")
                 return
             with self._lock:
-                if not self._runner.is_current(generation):
-                    return  # a newer input replaced this request: drop the stale result
+                if not runner.is_current(generation) or handle.stopped.is_set():
+                    return  # replaced or cancelled: drop the stale result
                 try:
                     apply(result)
                     self._clear_error()
@@ -250,11 +197,27 @@ class ExplorerWidget(widgets.VBox):
 
         with self._lock:
             self._set_status(busy_text, busy=True)
-            return self._runner.submit(job)
+            return runner.submit(run)
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until background work is finished; False if ``timeout`` seconds passed first."""
-        return self._runner.wait(timeout)
+    def _submit(self, work, apply, busy_text, doing, done_text=None):  # TEMPORARY shim, removed once widgets use submit()
+        return self.submit("main", lambda job: work(), apply, busy_text=busy_text, doing=doing, done_text=done_text)
+
+    @property
+    def _runner(self):  # TEMPORARY shim
+        return self._jobs.runner("main")
+
+    def _progress(self, runner: LatestOnlyRunner, generation: int, text: str) -> None:
+        with self._lock:
+            if runner.is_current(generation):
+                self._set_status(text, busy=True)
+
+    def cancel(self, name: str | None = None) -> None:
+        """Stop background job ``name`` (all jobs when None); what it finished stays, the view is kept."""
+        self._jobs.cancel(name)
+
+    def wait(self, timeout: float | None = None, name: str | None = None) -> bool:
+        """Block until background work (job ``name``, or all) is finished; False if ``timeout`` passed."""
+        return self._jobs.wait(timeout, name)
 
     # --- static output -----------------------------------------------------------------------
 

@@ -22,9 +22,10 @@ from matplotlib.colors import to_rgb
 from PIL import Image
 
 from ..engine.errors import ClipSurgeryError, ImageInputError
-from ..engine.maps import combine_targets, map_to_points, parse_target
+from ..engine.maps import combine_targets, map_to_points
 from ..engine.regions import display_step, region_outline
 from ..engine.sam.refiner import SamRefiner
+from ..engine.text.labels import parse_target
 from ..figures import figure_bytes
 from ..figures import sam as figures_sam
 from .base import ExplorerWidget, LatestOnlyRunner

@@ -10,9 +10,9 @@ from clipsurgery_widgets.engine.maps import (
     combine_targets,
     map_to_points,
     overlay,
-    parse_target,
     similarity_maps,
 )
+from clipsurgery_widgets.engine.text.labels import parse_target
 
 # --- similarity maps ---------------------------------------------------------------------------
 

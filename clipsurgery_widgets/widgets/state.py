@@ -1,0 +1,157 @@
+"""Public widget state, declared once as traitlets with one validation rule for every widget.
+
+Each widget declares its settings as class attributes made with these factories, e.g.::
+
+    opacity = Number(0.6, low=0.0, high=1.0, help="Weight of the heat map over the image.")
+
+The rule, the same everywhere: a widget accepts what the engine accepts; an invalid value raises
+:class:`InvalidStateError` (a ``ValueError``, never a raw ``TraitError``) naming the setting, the
+value and what is allowed, and leaves the widget as it was; nothing is clamped or changed silently.
+Controls are tied to their trait with :func:`link_control`, so a slider and the Python attribute
+always agree.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Sequence
+
+import ipywidgets as widgets
+import traitlets
+
+from ..engine.errors import ClipSurgeryError
+
+__all__ = ["InvalidStateError", "Number", "Integer", "Choice", "Flag", "Text", "OptionalNumber", "link_control"]
+
+
+class InvalidStateError(ClipSurgeryError, ValueError):
+    """A widget setting was given a value it cannot take; the widget is unchanged."""
+
+
+def invalid(obj: Any, name: str, value: Any, allowed: str) -> InvalidStateError:
+    """The error for ``obj.name = value``: says what was given and what is allowed."""
+    return InvalidStateError(f"{type(obj).__name__}.{name} = {value!r} is not valid: use {allowed}.")
+
+
+def _real(obj: Any, name: str, value: Any, allowed: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise invalid(obj, name, value, allowed)
+    return float(value)
+
+
+def _range_text(low: float | None, high: float | None, kind: str) -> str:
+    if low is not None and high is not None:
+        return f"{kind} from {low:g} to {high:g}"
+    if low is not None:
+        return f"{kind} >= {low:g}"
+    return f"{kind} <= {high:g}" if high is not None else kind
+
+
+class Number(traitlets.Float):
+    """A finite float within [low, high] (either bound may be None)."""
+
+    def __init__(self, default: float, low: float | None = None, high: float | None = None, **kwargs: Any):
+        self.low, self.high = low, high
+        super().__init__(default, **kwargs)
+
+    def validate(self, obj: Any, value: Any) -> float:
+        allowed = _range_text(self.low, self.high, "a number")
+        value = _real(obj, self.name, value, allowed)
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            raise invalid(obj, self.name, value, allowed)
+        return value
+
+
+class OptionalNumber(Number):
+    """Like :class:`Number`, but None is allowed too (meaning "off")."""
+
+    def __init__(self, default: float | None, low: float | None = None, high: float | None = None, **kwargs: Any):
+        super().__init__(default, low, high, allow_none=True, **kwargs)
+
+    def validate(self, obj: Any, value: Any) -> float | None:
+        return None if value is None else super().validate(obj, value)
+
+
+class Integer(traitlets.Int):
+    """A whole number within [low, high] (either bound may be None); 3.0 is accepted as 3."""
+
+    def __init__(self, default: int, low: int | None = None, high: int | None = None, **kwargs: Any):
+        self.low, self.high = low, high
+        super().__init__(default, **kwargs)
+
+    def validate(self, obj: Any, value: Any) -> int:
+        allowed = _range_text(self.low, self.high, "a whole number")
+        number = _real(obj, self.name, value, allowed)
+        if number != int(number) or (self.low is not None and number < self.low) or \
+                (self.high is not None and number > self.high):
+            raise invalid(obj, self.name, value, allowed)
+        return int(number)
+
+
+class Choice(traitlets.TraitType):
+    """One of a fixed set of values (strings, numbers or None)."""
+
+    def __init__(self, values: Sequence[Any], default: Any = traitlets.Undefined, **kwargs: Any):
+        self.values = tuple(values)
+        super().__init__(self.values[0] if default is traitlets.Undefined else default, **kwargs)
+
+    def validate(self, obj: Any, value: Any) -> Any:
+        if not any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in self.values):
+            raise invalid(obj, self.name, value, "one of " + ", ".join(repr(v) for v in self.values))
+        return value
+
+
+class Flag(traitlets.Bool):
+    """True or False (not 0/1, not strings)."""
+
+    def validate(self, obj: Any, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise invalid(obj, self.name, value, "True or False")
+        return value
+
+
+class Text(traitlets.Unicode):
+    """A string (None is read as the empty string)."""
+
+    def validate(self, obj: Any, value: Any) -> str:
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise invalid(obj, self.name, value, "a string")
+        return value
+
+
+def link_control(owner: traitlets.HasTraits, name: str, control: widgets.Widget, attribute: str = "value") -> None:
+    """Keep ``owner.<name>`` and ``control.<attribute>`` equal in both directions.
+
+    A control edit that the trait refuses is put back and the error shown by the widget (its
+    ``_show_error``), so the widget keeps working; a Python assignment that fails raises.
+    """
+    busy = [False]
+
+    def to_control(change: dict) -> None:
+        if busy[0]:
+            return
+        busy[0] = True
+        try:
+            setattr(control, attribute, change["new"])
+        finally:
+            busy[0] = False
+
+    def to_owner(change: dict) -> None:
+        if busy[0]:
+            return
+        busy[0] = True
+        try:
+            setattr(owner, name, change["new"])
+        except InvalidStateError as exc:
+            setattr(control, attribute, getattr(owner, name))
+            show = getattr(owner, "_show_error", None)
+            if show is not None:
+                show(exc, f"setting {name}")
+        finally:
+            busy[0] = False
+
+    setattr(control, attribute, getattr(owner, name))
+    owner.observe(to_control, names=name)
+    control.observe(to_owner, names=attribute)
