@@ -24,7 +24,9 @@ from matplotlib import colormaps
 from PIL import Image
 
 from ..engine.regions import sample_positions
-from ..figures.style import MARKER_COLOR  # one colour for the clicked point in live and static views
+from ..figures.style import (
+    MARKER_COLOR,  # one colour for the clicked point in live and static views
+)
 
 HEAT_TRACE, OUTLINE_TRACE = 0, 1
 TRACES_PER_PANEL = 2
@@ -286,6 +288,40 @@ class PanelFigure:
     def legend_names(self) -> list[str]:
         return [t.name for t in self.fig.data[self._legend_start:]]
 
+    def click(self, panel: int, x: float, y: float) -> None:
+        """Act as if the user clicked ``panel`` at image pixel (x, y): the same route as a real click.
+
+        Ignored, like a real click, when the panel is hidden or shows no heat map yet.
+        """
+        if 0 <= panel < self.n_panels and self._on_click is not None and self._keys[panel] is not None:
+            self._on_click(panel, float(x), float(y))
+
+    def describe(self) -> dict:
+        """What a person sees, as plain values (for tests; never reach into traces instead).
+
+        panels: number shown; titles; images: (H, W) of each shown panel's photo or None;
+        heat: (rows, cols) of each shown panel's heat data or None; marker: (x, y, panel) or None;
+        legend: legend names; colorscale / opacity / colorbar: of each shown panel's heat map;
+        height, width: of the figure in pixels (width None = fills its container).
+        """
+        shown = range(self.n_panels)
+        heat = [self.trace(p, HEAT_TRACE) for p in shown]
+        marker = self.fig.data[self.capacity * TRACES_PER_PANEL]
+        images = [self.fig.layout.images[p] for p in shown]
+        return {
+            "panels": self.n_panels,
+            "titles": [self.fig.layout.annotations[p].text for p in shown],
+            "images": [(int(i.sizey), int(i.sizex)) if i.source else None for i in images],
+            "heat": [np.shape(t.z) if t.z is not None and len(t.z) else None for t in heat],
+            "marker": (float(marker.x[0]), float(marker.y[0]), _panel_of(marker.xaxis)) if marker.x else None,
+            "legend": self.legend_names,
+            "colorscale": [tuple(tuple(c) for c in t.colorscale) if t.colorscale else None for t in heat],
+            "opacity": [t.opacity for t in heat],
+            "colorbar": [bool(t.showscale) for t in heat],
+            "outlined": [bool(self.trace(p, OUTLINE_TRACE).x) for p in shown],
+            "height": self.fig.layout.height, "width": self.fig.layout.width,
+        }
+
     def _make_click_handler(self, panel: int) -> Callable:
         def handle(trace, points, state) -> None:
             if not points.point_inds or self._on_click is None or trace.z is None or len(trace.z) == 0:
@@ -308,6 +344,11 @@ def subsample(values: np.ndarray, step: int) -> np.ndarray:
     rows = sample_positions(values.shape[0], step)
     cols = sample_positions(values.shape[1], step)
     return values[np.ix_(rows, cols)]
+
+
+def _panel_of(axis_ref: str | None) -> int:
+    digits = (axis_ref or "x")[1:]
+    return int(digits) - 1 if digits else 0
 
 
 def _axis_name(letter: str, panel: int) -> str:
