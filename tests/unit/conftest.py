@@ -14,3 +14,11 @@ def tiny_vit():
 def tiny_resnet():
     """LoadedModel of tiny-random-resnet (layers [1,1,1,1], width 16, embed 32), on the CPU."""
     return load_model("tiny-random-resnet", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def explainer(tiny_vit):
+    """Explainer over tiny-random-vit with no disk cache, shared by the widget and engine tests."""
+    from clipsurgery_widgets.engine.explainer import Explainer
+
+    return Explainer(tiny_vit, cache_dir=False)

@@ -22,11 +22,6 @@ from clipsurgery_widgets.widgets.attention import AttentionExplorer
 
 
 @pytest.fixture(scope="module")
-def explainer(tiny_vit):
-    return Explainer(tiny_vit, cache_dir=False)
-
-
-@pytest.fixture(scope="module")
 def cat():
     return sample_image("cat")  # 300 x 451
 

@@ -27,11 +27,6 @@ LABELS = ["cat", "dog", "car"]
 
 
 @pytest.fixture(scope="module")
-def explainer(tiny_vit):
-    return Explainer(tiny_vit, cache_dir=False)
-
-
-@pytest.fixture(scope="module")
 def images():
     rng = np.random.default_rng(0)
     return [rng.integers(0, 256, (64 + 16 * i, 96, 3), dtype=np.uint8) for i in range(4)]

@@ -10,17 +10,11 @@ from matplotlib import colormaps
 
 from clipsurgery_widgets.data.presets import COCO_80, PASCAL_CONTEXT_59
 from clipsurgery_widgets.engine.errors import ImageInputError, TextInputError
-from clipsurgery_widgets.engine.explainer import Explainer
 from clipsurgery_widgets.engine.images import sample_image
 from clipsurgery_widgets.widgets.heatmap import HeatmapExplorer
 
 HEAT, OUTLINE, PER_PANEL = 0, 1, 2
 LABELS = ["cat", "grass", "sky", "ground"]
-
-
-@pytest.fixture(scope="module")
-def explainer(tiny_vit):
-    return Explainer(tiny_vit, cache_dir=False)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from plotly.callbacks import BoxSelector, InputDeviceState, Points
 
 from clipsurgery_widgets.engine import maps
 from clipsurgery_widgets.engine.errors import ClipSurgeryError, ImageInputError
-from clipsurgery_widgets.engine.explainer import Explainer
 from clipsurgery_widgets.engine.regions import display_step
 from clipsurgery_widgets.engine.sam.refiner import SamRefiner, build_tiny_sam
 from clipsurgery_widgets.figures.sam import (
@@ -35,11 +34,6 @@ from clipsurgery_widgets.widgets.sam import (
 
 H, W = 96, 144
 INJECTION = "<img src=x onerror=alert(1)>"
-
-
-@pytest.fixture(scope="module")
-def explainer(tiny_vit):
-    return Explainer(tiny_vit, cache_dir=False)
 
 
 @pytest.fixture(scope="module")

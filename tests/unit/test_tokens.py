@@ -35,11 +35,6 @@ CAPTIONS = [
 
 
 @pytest.fixture(scope="module")
-def explainer(tiny_vit):
-    return Explainer(tiny_vit, cache_dir=False)
-
-
-@pytest.fixture(scope="module")
 def image():
     gen = np.random.default_rng(0)
     return gen.integers(0, 256, size=(90, 130, 3), dtype=np.uint8)

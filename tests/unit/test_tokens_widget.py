@@ -9,7 +9,6 @@ from matplotlib.text import Text
 
 from clipsurgery_widgets.engine.attribution import token_attributions
 from clipsurgery_widgets.engine.errors import ImageInputError
-from clipsurgery_widgets.engine.explainer import Explainer
 from clipsurgery_widgets.engine.regions import display_step
 from clipsurgery_widgets.figures import figure_bytes
 from clipsurgery_widgets.figures.tokens import TOP_COLORS, token_colors, token_figure
@@ -18,11 +17,6 @@ from clipsurgery_widgets.widgets.tokens import TokenExplorer
 
 CAPTION = "A cat, lying on a soft sofa."
 INJECTION = "<img src=x onerror=alert(1)>"
-
-
-@pytest.fixture(scope="module")
-def explainer(tiny_vit):
-    return Explainer(tiny_vit, cache_dir=False)
 
 
 @pytest.fixture(scope="module")
