@@ -1,4 +1,4 @@
-"""Text-based decomposition (SPEC 9): memory per image and time against encode_image.
+"""Text-based decomposition (docs/algorithms.md#text-based-decomposition): memory per image and time against encode_image.
 
 ViT-B-16 architecture with random weights, CPU, one 224x224 image. Reports the bytes held by the
 terms (spatial and not), the peak resident memory added by a spatial decomposition (from a

@@ -1,4 +1,4 @@
-"""Multi-label feature surgery: closed form vs the authors' 4-D formulation (SPEC 4).
+"""Multi-label feature surgery: closed form vs the authors' 4-D formulation (docs/algorithms.md#feature-surgery).
 
 1,000 labels against one 512 px ViT-B/16 image (1 + 32*32 tokens, D = 512), CPU.
 Target: the closed form needs at least 10x less peak memory.

@@ -1,4 +1,4 @@
-"""Prompt-ensemble text encoding: causal truncation vs the full 77-token context (SPEC 3).
+"""Prompt-ensemble text encoding: causal truncation vs the full 77-token context (docs/algorithms.md#text-features).
 
 One label, the 85 default templates, ViT-B-16 architecture with random weights, CPU.
 Target: the truncated path is at least 3x faster and gives the same features (to 1e-5).

@@ -94,7 +94,7 @@ class Explainer:
         return torch.stack([self._labels[(namespace, label)] for label in labels])
 
     def empty_feature(self, templates: Sequence[str] | None = TEMPLATES) -> torch.Tensor:
-        """The redundant feature r [D]: prompt-ensembled "" (SPEC 4), computed once per model and templates."""
+        """The redundant feature r [D]: prompt-ensembled "" (docs/algorithms.md#feature-surgery), computed once per model and templates."""
         return self.label_features([""], templates)[0]
 
     def target_features(self, targets: Sequence[str], templates: Sequence[str] | None = TEMPLATES) -> torch.Tensor:
@@ -121,7 +121,7 @@ class Explainer:
             redundancy: feature-surgery mode for the surgery maps: "auto", "labels", "empty", "none".
             size: model input size S or (S_h, S_w), multiples of the patch size.
             depth: number of final blocks with the v-v path (ViT), 1..L.
-            templates: prompt templates (default the 85 of SPEC 3), or None for bare labels.
+            templates: prompt templates (default the 85 of docs/algorithms.md#text-features), or None for bare labels.
         """
         t0 = time.perf_counter()
         labels = parse_labels(labels)

@@ -1,4 +1,4 @@
-"""Similarity maps, heat-map overlays and point prompts for SAM (SPEC 5 and 6)."""
+"""Similarity maps, heat-map overlays and point prompts for SAM (docs/algorithms.md#similarity-maps and #points-for-sam)."""
 from __future__ import annotations
 
 import numpy as np
@@ -39,7 +39,7 @@ def map_to_points(
     threshold: float = 0.8,
     downsample: int = 2,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """SAM point prompts from one label's patch scores (SPEC 6).
+    """SAM point prompts from one label's patch scores (docs/algorithms.md#points-for-sam).
 
     The (gh, gw) map is smoothed by a bilinear downsample to (gh // downsample, gw // downsample)
     and min-max normalised; num = min(#cells >= threshold, #cells // 2). The num highest cells are
@@ -69,7 +69,7 @@ def combine_targets(
     threshold: float = 0.8,
     downsample: int = 2,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """SAM point prompts for a combined target "a+b+..." (SPEC 6, last bullet).
+    """SAM point prompts for a combined target "a+b+..." (docs/algorithms.md#points-for-sam, combined targets).
 
     Each part's patch scores are min-max normalised; positives come from each part's own map,
     negatives from the mean of the normalised maps; all go to one SAM call.

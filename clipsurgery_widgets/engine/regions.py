@@ -48,7 +48,7 @@ def normalised_patch_grid(patch_scores: np.ndarray, grid: tuple[int, int]) -> np
     """Similarity maps before they are resized to the image: float32 [T, gh, gw].
 
     Each label's patch scores ([N, T], N == gh * gw row-major) min-max normalised over the patches
-    (SPEC 5). Resizing this grid bilinearly (align_corners=False) to (H, W) gives the
+    (docs/algorithms.md#similarity-maps). Resizing this grid bilinearly (align_corners=False) to (H, W) gives the
     Explanation's maps, so a viewer that interpolates bilinearly can draw the maps from it.
     """
     import torch

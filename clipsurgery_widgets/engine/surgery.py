@@ -1,4 +1,4 @@
-"""Feature surgery: per-token label scores with the redundant features removed (SPEC 4).
+"""Feature surgery: per-token label scores with the redundant features removed (docs/algorithms.md#feature-surgery).
 
 Multi-label mode uses a closed form of the authors' 4-D formulation. Their code forms the
 element-wise products F_ic * G_tc ([B, 1+N, T, C]), weights them by w_t, subtracts the mean over

@@ -46,7 +46,7 @@ def test_explanation_shapes_and_ranges(explainer, photo):
 
 
 def test_scores_follow_the_spec(explainer, photo, vit):
-    """Surgery scores: feature surgery (SPEC 4) of the normalised surgery tokens, written out here."""
+    """Surgery scores: feature surgery (docs/algorithms.md#feature-surgery) of the normalised surgery tokens, written out here."""
     result = explainer.explain(photo, ["cat", "dog"], method="both", size=(160, 224))
     pixels = preprocess(photo, (160, 224), vit.mean, vit.std, vit.patch_size)
     tokens = explainer_module.encode_image_tokens(vit.model, pixels, depth=6)

@@ -1,4 +1,4 @@
-"""Similarity maps, SAM points, combined targets and overlays (SPEC 5, 6) on hand-built examples."""
+"""Similarity maps, SAM points, combined targets and overlays (docs/algorithms.md#similarity-maps, #points-for-sam) on hand-built examples."""
 from __future__ import annotations
 
 import numpy as np

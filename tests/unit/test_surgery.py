@@ -1,4 +1,4 @@
-"""Feature surgery against the literal formulas of SPEC 4."""
+"""Feature surgery against the literal formulas of docs/algorithms.md#feature-surgery."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""Text features: templates, prompt ensembles, the causal-truncation path (SPEC 3)."""
+"""Text features: templates, prompt ensembles, the causal-truncation path (docs/algorithms.md#text-features)."""
 from __future__ import annotations
 
 import warnings

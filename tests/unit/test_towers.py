@@ -1,4 +1,4 @@
-"""Image towers: raw and CLIP Surgery tokens (SPEC 1 and 2) against literal re-implementations."""
+"""Image towers: raw and CLIP Surgery tokens (docs/algorithms.md#architecture-surgery-vit and #architecture-surgery-resnet) against literal re-implementations."""
 from __future__ import annotations
 
 import math
@@ -49,7 +49,7 @@ def resnet():
     return jittered(build_tiny_model("tiny-random-resnet"))
 
 
-# --- literal references, written from SPEC 1 and 2 with plain tensor algebra --------------------
+# --- literal references, written from docs/algorithms.md#architecture-surgery-vit and #architecture-surgery-resnet with plain tensor algebra --------------------
 
 def ref_layer_norm(x, ln):
     mu = x.mean(-1, keepdim=True)
@@ -93,7 +93,7 @@ def ref_resize(table, old, new):
 
 @torch.no_grad()
 def ref_vit(visual, px, depth):
-    """SPEC 1 block by block: returns (raw, surgery) [B, 1+N, D]."""
+    """docs/algorithms.md#architecture-surgery-vit block by block: returns (raw, surgery) [B, 1+N, D]."""
     w = visual.conv1.weight
     x = F.conv2d(px, w, stride=w.shape[-1])
     b, c, gh, gw = x.shape
@@ -125,7 +125,7 @@ def ref_vit(visual, px, depth):
 
 @torch.no_grad()
 def ref_resnet(visual, px, mode):
-    """SPEC 2 from the layer4 features: returns (raw, surgery) [B, 1+N, D]."""
+    """docs/algorithms.md#architecture-surgery-resnet from the layer4 features: returns (raw, surgery) [B, 1+N, D]."""
     f = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(px)))))
     b, c, gh, gw = f.shape
     t = f.reshape(b, c, gh * gw).permute(0, 2, 1)

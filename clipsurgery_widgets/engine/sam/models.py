@@ -57,7 +57,7 @@ def load_sam_checkpoint(path: str | os.PathLike, model_type: str | None = None, 
     ``model_type`` None infers the size from the weights; a type that does not match the file is
     an error. ``trust_checkpoint`` reads with ``weights_only=False`` (only for files you trust).
     """
-    from ..loading import read_checkpoint
+    from ..checkpoints import read_checkpoint
 
     path = Path(path).expanduser()
     if model_type is not None and model_type not in SAM_ARCHITECTURES:

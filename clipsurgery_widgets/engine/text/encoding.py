@@ -1,4 +1,4 @@
-"""Text features: prompt templates and prompt-ensembled label embeddings (SPEC 3).
+"""Text features: prompt templates and prompt-ensembled label embeddings (docs/algorithms.md#text-features).
 
 The text transformer is causal, so positions after a prompt's pooled (end-of-text) token never
 influence it. :func:`encode_texts` therefore runs the transformer over only the first ``L_max``
@@ -101,7 +101,7 @@ OPENAI_IMAGENET_TEMPLATES: tuple[str, ...] = (
     'a tattoo of the {}.',
 )
 
-# The five scene templates CLIP Surgery adds (Li et al.; SPEC 3).
+# The five scene templates CLIP Surgery adds (Li et al.; docs/algorithms.md#text-features).
 SCENE_TEMPLATES: tuple[str, ...] = (
     "there is a {} in the scene.",
     "there is the {} in the scene.",
@@ -133,7 +133,7 @@ def encode_texts(
             ``tokenizer`` is None).
         tokenizer: callable ``list[str] -> LongTensor [n, context_length]`` (open_clip tokenizer).
         labels: T label strings; ``""`` and any Unicode are allowed.
-        templates: prompt templates with a ``"{}"`` placeholder (default: the 85 of SPEC 3); a
+        templates: prompt templates with a ``"{}"`` placeholder (default: the 85 of docs/algorithms.md#text-features); a
             single template string; or None to encode the labels as they are.
         batch_size: prompts per forward pass (memory stays bounded for many labels).
 

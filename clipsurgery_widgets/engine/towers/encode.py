@@ -1,4 +1,4 @@
-"""Image towers with the original and the CLIP Surgery paths: pixels -> ImageTokens (SPEC 1 and 2).
+"""Image towers with the original and the CLIP Surgery paths: pixels -> ImageTokens (docs/algorithms.md#architecture-surgery-vit and #architecture-surgery-resnet).
 
 The public entry is :func:`encode_image_tokens`. The building blocks re-exported here are what
 other engine modules (attention rows, per-head decomposition) use, so the tower math lives once:

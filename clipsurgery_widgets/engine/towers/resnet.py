@@ -1,4 +1,4 @@
-"""open_clip ModifiedResNet: dense tokens of the attention pool and the CLIP Surgery v-v pool (SPEC 2).
+"""open_clip ModifiedResNet: dense tokens of the attention pool and the CLIP Surgery v-v pool (docs/algorithms.md#architecture-surgery-resnet).
 
 Reads the model's modules and parameters, never writes them.
 """
@@ -19,7 +19,7 @@ from .ops import (
 )
 
 RESNET_MODES = ("repo", "paper")
-# "paper" mode (SPEC 2): cosine queries/keys with an 8x larger scale, as the authors' ResNet setting.
+# "paper" mode (docs/algorithms.md#architecture-surgery-resnet): cosine queries/keys with an 8x larger scale, as the authors' ResNet setting.
 PAPER_SCALE_FACTOR = 8.0
 PAPER_EPS = 1e-6
 

@@ -1,4 +1,4 @@
-"""open_clip VisionTransformer: the ordinary residual stream and the CLIP Surgery v-v path (SPEC 1).
+"""open_clip VisionTransformer: the ordinary residual stream and the CLIP Surgery v-v path (docs/algorithms.md#architecture-surgery-vit).
 
 Every function reads the model's modules and parameters and never writes them: the positional
 table for other input sizes is a new tensor, and no hooks or attributes are added.
@@ -31,7 +31,7 @@ class VitStream:
 
 
 def check_vit(visual: nn.Module) -> None:
-    """Refuse ViT variants whose forward differs from the plain CLIP one SPEC 1 is written for."""
+    """Refuse ViT variants whose forward differs from the plain CLIP one that docs/algorithms.md#architecture-surgery-vit is written for."""
     name = type(visual).__name__
     problem = None
     if getattr(visual, "attn_pool", None) is not None:
