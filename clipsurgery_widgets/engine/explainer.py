@@ -17,11 +17,18 @@ from .loading import LoadedModel, load_model, wrap_model
 from .maps import similarity_maps
 from .results import Explanation, ImageTokens, MapSet
 from .surgery import feature_surgery
+from .surgery import (
+    feature_surgery as feature_surgery_scores,  # explain() has a flag of that name
+)
 from .text.encoding import TEMPLATES, encode_texts
 from .text.labels import parse_labels, parse_target
+from .towers.dense import encode_dense_many
+from .towers.dense_params import METHODS as DENSE_METHODS
 from .towers.encode import encode_image_tokens
 
-METHODS = ("surgery", "raw", "both")
+# "surgery" is CLIP Surgery's short name; "both" = raw and clip_surgery from one pass, as before.
+ALIASES = {"surgery": "clip_surgery"}
+METHODS = ("surgery", "raw", "both") + tuple(m for m in DENSE_METHODS if m not in ("raw",))
 REDUNDANCY_MODES = ("auto", "labels", "empty", "none")
 
 
@@ -72,6 +79,37 @@ class Explainer:
         self._tokens.put(key, tokens)
         return tokens
 
+    def method_tokens(self, rgb: np.ndarray, size: int | tuple[int, int], methods: Sequence[str], depth: int = 6,
+                      resnet_mode: str = "repo", method_params: dict | None = None) -> tuple[dict, tuple[int, int]]:
+        """Projected tokens [1, 1+N, D] (CPU float32) of each dense method, and the grid.
+
+        raw and clip_surgery come from :meth:`image_tokens` (ViT and ResNet); the other methods
+        from one shared pass of :func:`encode_dense_many`, cached per (image, size, method, params).
+        """
+        params = method_params or {}
+        out: dict[str, torch.Tensor] = {}
+        if {"raw", "clip_surgery"} & set(methods) and not set(params) & {"raw", "clip_surgery"}:
+            tokens = self.image_tokens(rgb, size, depth, resnet_mode)
+            out.update(raw=tokens.raw, clip_surgery=tokens.surgery)
+            grid = tokens.grid
+        others = [m for m in methods if m not in out]
+        if not others:
+            return {m: out[m] for m in methods}, grid
+        hw = check_input_size(size, self.model.patch_size)
+        image_key = (content_hash(rgb), hw, self.model.fingerprint)
+        requests = [(m, dict(params.get(m, {}), **({"depth": depth} if m == "clip_surgery" else {}))) for m in others]
+        keys = {m: image_key + (m, tuple(sorted(p.items()))) for m, p in requests}
+        missing = [(m, p) for m, p in requests if self._tokens.get(keys[m]) is None]
+        if missing:
+            pixels = preprocess(rgb, hw, self.model.mean, self.model.std, self.model.patch_size).to(self.model.device)
+            with self.model_lock:
+                dense = encode_dense_many(self.model.model, pixels, missing)
+            for m, _ in missing:
+                self._tokens.put(keys[m], (dense[m].tokens.float().cpu(), dense[m].grid))
+        for m in others:
+            out[m], grid = self._tokens.get(keys[m])
+        return {m: out[m] for m in methods}, grid
+
     def label_features(self, labels: Sequence[str], templates: Sequence[str] | None = TEMPLATES) -> torch.Tensor:
         """Normalised prompt-ensembled features [T, D] (CPU float32), each label computed once."""
         namespace = content_hash(self.model.fingerprint, tuple(templates) if templates is not None else None)
@@ -111,48 +149,52 @@ class Explainer:
 
     def explain(self, image: ImageInput, labels: Sequence[str] | str, method: str = "surgery",
                 redundancy: str = "auto", size: int | tuple[int, int] = 224, depth: int = 6,
-                templates: Sequence[str] | None = TEMPLATES, resnet_mode: str = "repo") -> Explanation:
+                templates: Sequence[str] | None = TEMPLATES, resnet_mode: str = "repo",
+                methods: Sequence[str] | None = None, feature_surgery: bool | None = None,
+                method_params: dict[str, dict] | None = None) -> Explanation:
         """Similarity maps of ``labels`` on ``image``.
 
         Args:
             image: path, PIL image, array or tensor (see :func:`load_image`), or an RGB array.
             labels: a list of labels, or one comma-separated string. "a+b" combines targets.
-            method: "surgery", "raw" (plain CLIP cosine maps) or "both" (one forward pass).
-            redundancy: feature-surgery mode for the surgery maps: "auto", "labels", "empty", "none".
+            method: any dense method ("raw", "clip_surgery" or its alias "surgery", "maskclip",
+                "sclip", "clearclip", "naclip", "gem"; docs/algorithms.md#dense-methods), or "both"
+                (raw and clip_surgery from one pass, maps = clip_surgery's).
+            redundancy: feature-surgery mode where feature surgery is on: "auto", "labels", "empty", "none".
             size: model input size S or (S_h, S_w), multiples of the patch size.
-            depth: number of final blocks with the v-v path (ViT), 1..L.
+            depth: number of final blocks with the v-v path of clip_surgery (ViT), 1..L.
             templates: prompt templates (default the 85 of docs/algorithms.md#text-features), or None for bare labels.
+            methods: several methods computed from one forward pass; ``result.by_method[name]`` holds each.
+            feature_surgery: None = as the papers use them (on for clip_surgery only); True/False = for all.
+            method_params: per-method parameters, e.g. {"naclip": {"gaussian_std": 3.0}}.
         """
         t0 = time.perf_counter()
         labels = parse_labels(labels)
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, not {method!r}.")
+        main, names = _resolve_methods(method, methods, self.model.family)
         if redundancy not in REDUNDANCY_MODES:
             raise ValueError(f"redundancy must be one of {REDUNDANCY_MODES}, not {redundancy!r}.")
         rgb = self.prepare_image(image)
-        tokens = self.image_tokens(rgb, size, depth, resnet_mode)
+        tokens, grid = self.method_tokens(rgb, size, names, depth, resnet_mode, method_params)
         t1 = time.perf_counter()
         text = self.target_features(labels, templates)
         mode = ("labels" if len(labels) >= 2 else "empty") if redundancy == "auto" else redundancy
         redundant = self.empty_feature(templates) if mode == "empty" else None
         t2 = time.perf_counter()
         image_size = rgb.shape[:2]
-        results: dict[str, MapSet] = {}
-        if method in ("surgery", "both"):
-            scores = feature_surgery(F.normalize(tokens.surgery, dim=-1), text, redundant=redundant, mode=mode)[0]
-            results["surgery"] = scores
-        if method in ("raw", "both"):
-            results["raw"] = feature_surgery(F.normalize(tokens.raw, dim=-1), text, mode="none")[0]
+        modes = {name: mode if (name == "clip_surgery" if feature_surgery is None else feature_surgery) else "none"
+                 for name in names}
+        results = {name: feature_surgery_scores(F.normalize(tokens[name], dim=-1), text, redundant=redundant,
+                                                mode=modes[name])[0] for name in names}
         t3 = time.perf_counter()
-        mapsets = {name: _mapset(scores, tokens.grid, image_size) for name, scores in results.items()}
-        global_raw = F.normalize(tokens.raw[0, 0], dim=-1) @ text.T
+        mapsets = {name: _mapset(scores, grid, image_size) for name, scores in results.items()}
+        global_raw = F.normalize(tokens[names[0]][0, 0], dim=-1) @ text.T  # token 0 is CLIP's own for every method
         probs = torch.softmax(self.model.logit_scale * global_raw, dim=-1).numpy().astype(np.float32)
         t4 = time.perf_counter()
         hw = check_input_size(size, self.model.patch_size)
         return Explanation(
-            labels=tuple(labels), image_size=(int(image_size[0]), int(image_size[1])), grid=tokens.grid,
-            input_size=hw, surgery=mapsets.get("surgery"), raw=mapsets.get("raw"), probs=probs,
-            redundancy=mode if method != "raw" else "none",
+            labels=tuple(labels), image_size=(int(image_size[0]), int(image_size[1])), grid=grid,
+            input_size=hw, surgery=mapsets.get("clip_surgery"), raw=mapsets.get("raw"), probs=probs,
+            redundancy=modes[main], method=main, by_method=mapsets,
             timings={"image": t1 - t0, "text": t2 - t1, "surgery": t3 - t2, "maps": t4 - t3, "total": t4 - t0})
 
     def target_part_scores(self, image: ImageInput, target: str, size: int | tuple[int, int] = 224,
@@ -179,6 +221,35 @@ def _mapset(scores: torch.Tensor, grid: tuple[int, int], image_size: tuple[int, 
     maps = similarity_maps(patch.unsqueeze(0), grid, tuple(int(s) for s in image_size))[0]
     return MapSet(maps=maps.numpy().astype(np.float32), patch_scores=patch.numpy().astype(np.float32),
                   global_scores=scores[0].numpy().astype(np.float32))
+
+
+def canonical_method(name: str) -> str:
+    """A method name as the engine knows it ("surgery" -> "clip_surgery"); ValueError for unknown names."""
+    if not isinstance(name, str) or ALIASES.get(name, name) not in DENSE_METHODS:
+        raise ValueError(f"Unknown method {name!r}: method must be one of {', '.join(METHODS)}.")
+    return ALIASES.get(name, name)
+
+
+def _resolve_methods(method: str, methods: Sequence[str] | None, family: str) -> tuple[str, list[str]]:
+    """(main method, every method to compute, main first) for explain()."""
+    if method == "both":
+        main, names = "clip_surgery", ["clip_surgery", "raw"]
+    else:
+        main = canonical_method(method)
+        names = [main]
+    if methods is not None:
+        if isinstance(methods, str):
+            methods = [part.strip() for part in methods.split(",") if part.strip()]
+        extra = [canonical_method(m) for m in methods]
+        if not extra:
+            raise ValueError("methods is empty: pass method names such as ['sclip', 'naclip'], or leave it out.")
+        names += [m for m in extra if m not in names]
+    if family != "vit":
+        vit_only = [m for m in names if m not in ("raw", "clip_surgery")]
+        if vit_only:
+            raise ValueError(f"Method(s) {', '.join(vit_only)} need a ViT image tower; this model's is a {family}. "
+                             f"Use 'raw' or 'clip_surgery', or a ViT model such as ViT-B-16.")
+    return main, names
 
 
 def _is_rgb(image: object) -> bool:

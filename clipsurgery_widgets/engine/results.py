@@ -48,7 +48,9 @@ class Explanation:
     surgery:      MapSet from CLIP Surgery tokens (None when method == "raw").
     raw:          MapSet from raw CLIP tokens with cosine scores (None when method == "surgery").
     probs:        float32 [T] softmax over labels of CLIP's global prediction (100 * cosine).
-    redundancy:   the feature-surgery mode actually used ("labels", "empty" or "none").
+    redundancy:   the feature-surgery mode actually used by the main method ("labels", "empty" or "none").
+    method:       the main method (docs/algorithms.md#dense-methods); ``maps`` are its maps.
+    by_method:    MapSet of every method computed in the pass, by name ("raw", "clip_surgery", "sclip", ...).
     timings:      seconds per stage ("image", "text", "surgery", "maps", "total").
     """
 
@@ -61,22 +63,32 @@ class Explanation:
     probs: np.ndarray
     redundancy: str
     timings: dict[str, float] = field(default_factory=dict)
+    method: str = "clip_surgery"
+    by_method: dict[str, MapSet] = field(default_factory=dict)
+
+    def mapset(self, method: str | None = None) -> MapSet:
+        """The MapSet of ``method`` (default: the main method); "surgery" means clip_surgery."""
+        name = self.method if method is None else {"surgery": "clip_surgery"}.get(method, method)
+        chosen = self.by_method.get(name) or {"clip_surgery": self.surgery, "raw": self.raw}.get(name)
+        if chosen is None:
+            have = ", ".join(self.by_method) or "none"
+            raise ValueError(f"This explanation has no {method!r} maps (it has: {have}); explain with "
+                             f"method={method!r} or methods=[...] including it.")
+        return chosen
 
     @property
     def maps(self) -> np.ndarray:
-        """float32 [T, H, W]: surgery maps when computed, raw maps otherwise."""
-        return (self.surgery or self.raw).maps
+        """float32 [T, H, W]: the main method's maps."""
+        return self.mapset().maps
 
     @property
     def patch_scores(self) -> np.ndarray:
         """float32 [N, T] patch scores of the main method."""
-        return (self.surgery or self.raw).patch_scores
+        return self.mapset().patch_scores
 
     def map_for(self, label: str, method: str = "surgery") -> np.ndarray:
-        """float32 [H, W] map of one label for "surgery" or "raw"."""
-        chosen = self.surgery if method == "surgery" else self.raw
-        if chosen is None:
-            raise ValueError(f"This explanation has no {method!r} maps; explain with method='both'.")
+        """float32 [H, W] map of one label for any computed method ("surgery" = clip_surgery)."""
+        chosen = self.mapset(method)
         if label not in self.labels:
             raise KeyError(f"Label {label!r} is not in this explanation ({', '.join(self.labels)}).")
         return chosen.maps[self.labels.index(label)]
@@ -87,9 +99,7 @@ class Explanation:
         Uses the patch scores (not the per-label min-max maps, which are not comparable across
         labels), upsampled bilinearly to the image size.
         """
-        chosen = self.surgery if method == "surgery" else self.raw
-        if chosen is None:
-            raise ValueError(f"This explanation has no {method!r} scores; explain with method='both'.")
+        chosen = self.mapset(method)
         gh, gw = self.grid
         scores = torch.from_numpy(np.ascontiguousarray(chosen.patch_scores.T)).reshape(1, -1, gh, gw)
         up = F.interpolate(scores, size=self.image_size, mode="bilinear", align_corners=False)[0]

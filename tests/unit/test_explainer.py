@@ -184,3 +184,48 @@ def test_concurrent_calls_agree(explainer, photo):
     for t in threads:
         t.join()
     assert len(results) == 3 and all(np.allclose(r, expected, atol=1e-6) for r in results)
+
+
+# --- dense methods through the explainer (docs/algorithms.md#dense-methods) -----------------------
+
+def test_every_method_name_and_one_pass_for_several(explainer, photo, monkeypatch):
+    from clipsurgery_widgets.engine import encode_dense
+
+    calls = []
+    original = explainer_module.encode_dense_many
+    monkeypatch.setattr(explainer_module, "encode_dense_many", lambda *a, **k: calls.append(a[2]) or original(*a, **k))
+    explainer.clear_cache()
+    result = explainer.explain(photo, ["cat", "dog"], method="sclip", methods=["naclip", "gem", "raw", "maskclip"])
+    assert len(calls) == 1 and {m for m, _ in calls[0]} == {"sclip", "naclip", "gem", "maskclip"}
+    assert list(result.by_method) == ["sclip", "naclip", "gem", "raw", "maskclip"]
+    assert result.method == "sclip" and result.maps is result.by_method["sclip"].maps
+    # each method's maps equal that method alone, computed here from encode_dense and cosines
+    rgb = explainer.prepare_image(photo)
+    pixels = preprocess(rgb, (224, 224), explainer.model.mean, explainer.model.std, explainer.model.patch_size)
+    text = explainer.target_features(["cat", "dog"])
+    for name in ("naclip", "gem"):
+        tokens = torch.nn.functional.normalize(encode_dense(explainer.model, pixels, name).tokens[0], dim=-1)
+        expected = tokens[1:] @ text.T
+        assert np.allclose(result.by_method[name].patch_scores, expected.numpy(), atol=1e-5)
+        alone = explainer.explain(photo, ["cat", "dog"], method=name)
+        assert np.allclose(alone.maps, result.by_method[name].maps, atol=1e-6)
+    assert len(calls) == 1  # the single-method calls above were served from the token cache
+
+
+def test_surgery_alias_feature_surgery_flag_and_errors(explainer, photo, tiny_resnet):
+    both = explainer.explain(photo, ["cat", "dog"], method="both")
+    alias = explainer.explain(photo, ["cat", "dog"], method="clip_surgery")
+    assert np.array_equal(both.by_method["clip_surgery"].maps, alias.maps) and both.surgery is not None
+    assert alias.redundancy == "labels"  # feature surgery on for clip_surgery by default
+    plain = explainer.explain(photo, ["cat", "dog"], method="sclip")
+    assert plain.redundancy == "none"
+    forced = explainer.explain(photo, ["cat", "dog"], method="sclip", feature_surgery=True)
+    assert forced.redundancy == "labels" and not np.allclose(forced.maps, plain.maps)
+    off = explainer.explain(photo, ["cat", "dog"], method="surgery", feature_surgery=False)
+    assert off.redundancy == "none"
+    with pytest.raises(ValueError, match="has no 'gem' maps"):
+        plain.map_for("cat", "gem")
+    with pytest.raises(ValueError, match="need a ViT"):
+        Explainer(tiny_resnet, cache_dir=False).explain(photo, ["cat"], method="naclip")
+    with pytest.raises(ValueError, match="gaussian_std"):
+        explainer.explain(photo, ["cat"], method="naclip", method_params={"naclip": {"gaussian_std": -1}})
