@@ -32,3 +32,12 @@ def new_figure(nrows: int, ncols: int, shape: tuple[int, ...], panel_inches: flo
     register_notebook_display()
     aspect = shape[0] / shape[1]
     return Figure(figsize=(ncols * panel_inches + pad[0], nrows * panel_inches * aspect + pad[1]), layout="constrained")
+
+# Display names of the dense methods (docs/algorithms.md#dense-methods), for titles, legends and selectors.
+METHOD_NAMES = {"raw": "raw CLIP", "clip_surgery": "CLIP Surgery", "maskclip": "MaskCLIP", "sclip": "SCLIP",
+                "clearclip": "ClearCLIP", "naclip": "NACLIP", "gem": "GEM"}
+
+
+def method_name(method: str) -> str:
+    """"sclip" -> "SCLIP"; "surgery" is CLIP Surgery; unknown names are shown as given."""
+    return METHOD_NAMES.get({"surgery": "clip_surgery"}.get(method, method), method)

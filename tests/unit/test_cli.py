@@ -120,3 +120,59 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "clipsurgery"
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and __version__ in result.stdout
+
+
+# --- dense methods: --compare and the segment subcommand -----------------------------------------
+
+def test_compare_writes_one_grid_from_one_pass(capsys, photo, tmp_path, monkeypatch):
+    import clipsurgery_widgets.engine.explainer as explainer_module
+
+    passes = []
+    original = explainer_module.encode_dense_many
+    monkeypatch.setattr(explainer_module, "encode_dense_many", lambda *a, **k: passes.append(1) or original(*a, **k))
+    out = tmp_path / "compare.png"
+    code, _, err = run(capsys, "explain", str(photo), "--labels", "red,square", "--model", "tiny-random-vit",
+                       "--compare", "sclip, clearclip,naclip", "--out", str(out))
+    assert code == 0, err
+    assert passes == [1] and "sclip, clearclip, naclip" in err
+    grid = np.asarray(Image.open(out))
+    assert grid.shape[1] > grid.shape[0]  # 2 label rows, 4 columns (image + three methods)
+
+
+@pytest.mark.parametrize("method", ["gem", "surgery"])
+def test_every_method_name_is_accepted(capsys, photo, tmp_path, method):
+    code, _, err = run(capsys, "explain", str(photo), "--labels", "red", "--model", "tiny-random-vit",
+                       "--method", method, "--out", str(tmp_path / "m.png"))
+    assert code == 0, err
+    assert (tmp_path / "m.png").stat().st_size > 0
+
+
+def test_segment_with_a_class_file_writes_figure_and_labels(capsys, photo, tmp_path):
+    classes = tmp_path / "names.txt"
+    classes.write_text("background, floor\nred square, red box\n")
+    out, labels = tmp_path / "seg.png", tmp_path / "labels.png"
+    code, _, err = run(capsys, "segment", str(photo), "--classes", str(classes), "--model", "tiny-random-vit",
+                       "--method", "naclip", "--crop", "0", "--out", str(out), "--save-labels", str(labels))
+    assert code == 0, err
+    index = np.asarray(Image.open(labels))
+    assert index.shape == (60, 90) and index.dtype == np.uint8 and set(np.unique(index)) <= {0, 1}
+    assert out.stat().st_size > 0 and "2 classes with naclip" in err
+
+
+def test_segment_uses_the_benchmark_settings_unless_overridden(capsys, photo, tmp_path):
+    code, _, err = run(capsys, "segment", str(photo), "--classes", "voc21", "--model", "tiny-random-vit",
+                       "--method", "sclip", "--short-side", "112", "--out", str(tmp_path / "s.png"))
+    assert code == 0, err
+    assert "logit_scale=65.0" in err and "area_thd=0.1" in err and "short_side=112" in err
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--classes", "vocc21"], "neither a benchmark"),
+    (["--classes", "voc21", "--method", "magic"], "invalid choice"),
+    (["--classes", "voc21", "--save-labels", "x.jpg"], "--save-labels must end in .png"),
+    (["--classes", "voc21", "--crop", "8"], "crop"),
+])
+def test_segment_usage_errors(capsys, photo, tmp_path, extra, match):
+    code, _, err = run(capsys, "segment", str(photo), "--model", "tiny-random-vit",
+                       "--out", str(tmp_path / "s.png"), *extra)
+    assert code in (1, 2) and match in err
