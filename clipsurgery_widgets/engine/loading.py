@@ -85,6 +85,11 @@ class LoadedModel:
         return int(getattr(self.model, "context_length", 77))
 
     @property
+    def num_blocks(self) -> int | None:
+        """Transformer blocks of a ViT image tower (the largest surgery depth); None for a ModifiedResNet."""
+        return len(self.model.visual.transformer.resblocks) if self.family == "vit" else None
+
+    @property
     def logit_scale(self) -> float:
         """CLIP's learned temperature exp(logit_scale), or 100 (OpenAI's trained value) without one."""
         return clip_logit_scale(self.model)
