@@ -1,8 +1,10 @@
-"""Multimodal attribution: which caption tokens match the image, and where (SPEC 7).
+"""Multimodal attribution: which caption tokens match the image, and where
+(docs/algorithms.md#token-attribution).
 
 The caption runs through the text transformer and every position from start-of-text to
 end-of-text is kept (ln_final, text_projection, L2-normalised). These T token features are the
-labels of a multi-label feature surgery (SPEC 4) against the image's surgery tokens:
+labels of a multi-label feature surgery (docs/algorithms.md#feature-surgery) against the image's
+surgery tokens:
 
     scores [1+N, T] = feature_surgery(F, G_tokens, mode="labels")
 
@@ -10,7 +12,7 @@ A token's score is its value at the global token ("global") or its maximum over 
 ("max"). Leaving out start/end tokens or punctuation only hides them from the ranking: the
 surgery always uses every token, so one token's score never depends on the display toggles.
 The caption's own map is the free-sentence surgery of its pooled (end-of-text) feature with the
-prompt-ensembled empty string as redundancy (SPEC 4, single text).
+prompt-ensembled empty string as redundancy (the single-text case of feature surgery).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from .text.captions import (
     token_features,
     tokenize_caption,
 )
+from .towers.vit import num_blocks
 
 SCORE_SOURCES = ("global", "max")
 
@@ -136,7 +139,7 @@ def token_attributions(
     size: int | tuple[int, int] = 224,
     depth: int = 6,
 ) -> TokenAttribution:
-    """Image-to-text token attributions of one caption on one image (SPEC 7).
+    """Image-to-text token attributions of one caption on one image (docs/algorithms.md#token-attribution).
 
     Args:
         explainer: an :class:`~clipsurgery_widgets.engine.explainer.Explainer` (or a LoadedModel).
@@ -327,6 +330,14 @@ def region_weights(region: int | np.ndarray | torch.Tensor, grid: tuple[int, int
     if total <= 0:
         raise ValueError("The region mask is empty: mark at least one pixel or patch.")
     return (mask / total).reshape(-1).astype(np.float32)
+
+
+def max_surgery_depth(model: Any) -> int | None:
+    """The largest surgery ``depth`` a LoadedModel takes: its ViT's number of transformer blocks,
+    or None for a ModifiedResNet, whose surgery has no depth (it is ignored there)."""
+    if getattr(model, "family", None) != "vit":
+        return None
+    return num_blocks(model.model.visual)
 
 
 # --- helpers -------------------------------------------------------------------------------------

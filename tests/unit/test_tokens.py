@@ -1,4 +1,4 @@
-"""Token attributions (SPEC 7): caption pieces, token features, scores, filters, regions, captions."""
+"""Token attributions (docs/algorithms.md#token-attribution): caption pieces, token features, scores, filters, regions, captions."""
 from __future__ import annotations
 
 import warnings
@@ -56,7 +56,7 @@ def reference_token_features(clip, tokenizer, caption):
 
 
 def literal_surgery(image_feats, text_feats):
-    """SPEC 4 multi-label surgery, 4-D form: w = T softmax(2 F0.G); (w F*G - mean_t) summed over C."""
+    """docs/algorithms.md#feature-surgery multi-label surgery, 4-D form: w = T softmax(2 F0.G); (w F*G - mean_t) summed over C."""
     f = image_feats[0].double()
     g = text_feats.double()
     w = g.shape[0] * torch.softmax(2 * (f[0] @ g.T), dim=-1)
@@ -340,7 +340,7 @@ def test_caption_matches(explainer, image, tiny_vit):
     for caption, attribution in zip(captions, matches.attributions):
         alone = token_attributions(explainer, image, caption)
         np.testing.assert_allclose(attribution.scores, alone.scores, atol=1e-6)
-    # independent: pooled features from encode_text, SPEC 4 multi-label surgery across captions
+    # independent: pooled features from encode_text, docs/algorithms.md#feature-surgery multi-label surgery across captions
     with torch.no_grad():
         pooled = F.normalize(tiny_vit.model.encode_text(tiny_vit.tokenizer(captions)), dim=-1)
     image_feats = F.normalize(explainer.image_tokens(image, 224, 6).surgery, dim=-1)

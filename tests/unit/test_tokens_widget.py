@@ -13,6 +13,7 @@ from clipsurgery_widgets.engine.regions import display_step
 from clipsurgery_widgets.figures import figure_bytes
 from clipsurgery_widgets.figures.tokens import TOP_COLORS, token_colors, token_figure
 from clipsurgery_widgets.widgets import plotting
+from clipsurgery_widgets.widgets.state import InvalidStateError
 from clipsurgery_widgets.widgets.tokens import TokenExplorer
 
 CAPTION = "A cat, lying on a soft sofa."
@@ -33,12 +34,12 @@ def widget(explainer, image):
     return w
 
 
-def heat_trace(w):
-    return w.current_figure.data[plotting.HEAT_TRACE]
+def shown(w) -> dict:
+    return w.view.describe()
 
 
-def marker_trace(w):
-    return next(t for t in w.current_figure.data if t.name == "clicked")
+def heat_values(w) -> np.ndarray:
+    return shown(w)["heat_values"]
 
 
 # --- chips ---------------------------------------------------------------------------------------
@@ -87,28 +88,103 @@ def test_toggles_for_special_tokens_punctuation_and_score_source(widget, explain
         widget.score = "mean"
 
 
+def test_invalid_settings_raise_and_change_nothing(widget):
+    before = {name: getattr(widget, name) for name in ("score", "marking", "cmap", "opacity", "size", "depth",
+                                                        "include_special", "selected_token", "point")}
+    chips = widget.chips
+    for name, value in [("score", "mean"), ("marking", "bold"), ("cmap", "no-such-map"), ("opacity", 1.5),
+                        ("size", 100), ("size", (224, 100)), ("size", "224"), ("depth", 0), ("depth", 7),
+                        ("depth", 2.5), ("include_special", 1), ("selected_token", 99), ("selected_token", -1),
+                        ("point", (5000, 10)), ("point", "middle")]:
+        with pytest.raises(InvalidStateError, match=name):
+            setattr(widget, name, value)
+    assert {name: getattr(widget, name) for name in before} == before
+    assert widget.chips == chips and not widget.busy
+    with pytest.raises(ValueError, match="from 1 to 6"):  # tiny-random-vit has 6 blocks
+        widget.depth = 7
+
+
+def test_controls_follow_the_traits_and_back(widget):
+    c = widget.controls
+    widget.opacity = 0.35
+    assert c["opacity"].value == 0.35 and shown(widget)["opacity"] == [0.35]
+    c["marking"].value = "scale"  # a control edit sets the trait
+    assert widget.marking == "scale" and all(chip["color"] for chip in widget.chips)
+    c["depth"].value = 3
+    assert widget.depth == 3
+    widget.wait(30)
+    assert widget.error is None and widget.attribution is not None
+    widget.cmap = "plasma"  # any matplotlib map, offered in the dropdown as it is
+    assert c["cmap"].value == "plasma" and widget.cmap == "plasma"
+    assert shown(widget)["colorscale"][0] == tuple(tuple(v) for v in plotting.plotly_colorscale("plasma"))
+
+
+def test_any_input_size_the_engine_takes(widget, explainer, image):
+    widget.size = (160, 256)  # not square and not in the dropdown: kept as it is
+    assert widget.wait(30) and widget.error is None
+    assert widget.size == (160, 256) and widget.controls["size"].value == (160, 256)
+    assert widget.controls["size"].label == "160x256"
+    assert widget.attribution.grid == (10, 16)
+    expected = token_attributions(explainer, image, CAPTION, size=(160, 256))
+    np.testing.assert_allclose(widget.attribution.scores, expected.scores, atol=1e-5)
+    widget.controls["size"].value = 336
+    assert widget.size == 336 and widget.wait(30) and widget.attribution.grid == (21, 21)
+
+
+def test_selected_token_and_point_are_state(widget):
+    a = widget.attribution
+    widget.selected_token = 2
+    assert shown(widget)["map_token"] == 2 and widget.heat_title == f"Map of token “{a.tokens.texts[2]}”"
+    widget.point = (10, 20)
+    assert shown(widget)["marker"] == (10.0, 20.0, 0)
+    np.testing.assert_array_equal(widget.region.order, a.tokens_at(a.patch_at(10, 20)).order)
+    widget.reset()
+    assert widget.selected_token is None and widget.point is None and widget.region is None
+
+
+def test_a_new_image_keeps_the_caption_and_clears_the_click(widget, image):
+    widget.click(10, 10)
+    widget.image = image[::-1].copy()
+    assert widget.point is None and shown(widget)["marker"] is None
+    assert widget.wait(30) and widget.error is None
+    assert [c["text"] for c in widget.chips][:2] == ["A", "cat"]
+    assert shown(widget)["images"] == [image.shape[:2]]
+
+
+def test_resnet_has_no_depth_setting(tiny_resnet, image):
+    w = TokenExplorer(tiny_resnet, image, "a cat")
+    assert w.wait(30) and w.error is None
+    assert w.controls["depth"].disabled and [c["text"] for c in w.chips] == ["a", "cat"]
+    w.depth = 20  # ignored by a ResNet, but shown as set
+    assert w.controls["depth"].value == 20
+
+
 def test_clicking_a_chip_shows_its_map(widget):
     a = widget.attribution
-    caption_z = np.array(heat_trace(widget).z)
+    caption_z = heat_values(widget)
     step = display_step(a.image_size, widget.heat_side)
     np.testing.assert_allclose(caption_z, a.caption_map[::step, ::step], atol=1e-3)
     position = 1  # the chip of "cat"
     widget.chip_buttons[position].click()
     token = widget.chips[position]["token"]
     assert widget.selected_token == token and a.tokens.texts[token] == "cat"
-    z = np.array(heat_trace(widget).z)
+    z = heat_values(widget)
     np.testing.assert_allclose(z, a.image_map(token)[::step, ::step], atol=1e-3)
     assert not np.allclose(z, caption_z, atol=1e-3)
-    assert widget.current_figure.layout.annotations[0].text == "Map of token “cat”"
+    assert shown(widget)["titles"] == ["Map of token “cat”"]
+    assert shown(widget)["map_token"] == token and shown(widget)["selected"] == token
+    assert [c["selected"] for c in shown(widget)["chips"]] == [c["token"] == token for c in widget.chips]
     widget.chip_buttons[position].click()  # a second click: back to the caption
-    assert widget.selected_token is None
-    np.testing.assert_allclose(np.array(heat_trace(widget).z), caption_z)
+    assert widget.selected_token is None and shown(widget)["map_token"] is None
+    np.testing.assert_allclose(heat_values(widget), caption_z)
+    widget.click_chip(position)  # the public route the chip's handler takes
+    assert widget.selected_token == token
 
 
 def test_clicking_the_image_reranks_the_tokens_for_that_patch(widget):
     a = widget.attribution
     x, y = 120.0, 10.0
-    widget._panel._on_click(0, x, y)  # what a plotly click on the heat map calls
+    widget.view.panel.click(0, x, y)  # the route a plotly click on the heat map takes
     assert widget.error is None
     patch = a.patch_at(x, y)
     expected = a.tokens_at(patch)
@@ -117,9 +193,9 @@ def test_clicking_the_image_reranks_the_tokens_for_that_patch(widget):
     assert [t for t, _ in sorted(ranks.items(), key=lambda kv: kv[1])] == list(expected.order)
     top = {c["token"]: c["color"] for c in widget.chips if c["color"]}
     assert top == {int(t): color for t, color in zip(expected.order[:3], TOP_COLORS)}
-    assert list(marker_trace(widget).x) == [x] and list(marker_trace(widget).y) == [y]
+    assert shown(widget)["marker"] == (x, y, 0) and widget.point == (x, y)
     gw = a.grid[1]
-    assert f"row {patch // gw}, col {patch % gw}" in widget._info_html.value
+    assert f"row {patch // gw}, col {patch % gw}" in shown(widget)["info"]
     # options re-rank at the same patch
     widget.score = "max"
     np.testing.assert_array_equal(widget.region.order, widget.attribution.tokens_at(patch).order)
@@ -129,7 +205,7 @@ def test_clicking_the_image_reranks_the_tokens_for_that_patch(widget):
     np.testing.assert_array_equal(widget.region.order,
                                   widget.attribution.tokens_at(widget.attribution.patch_at(x, y)).order)
     widget.controls["whole"].click()  # the "whole caption" button
-    assert widget.region is None and widget.selected_token is None and not list(marker_trace(widget).x)
+    assert widget.region is None and widget.selected_token is None and shown(widget)["marker"] is None
 
 
 def test_a_click_outside_the_image_is_reported(widget):
@@ -161,26 +237,27 @@ def test_user_strings_are_escaped(widget):
     widget.caption = f"a cat {INJECTION} & <b>bold</b>"
     widget.wait(30)
     assert widget.error is None
-    info = widget._info_html.value
+    info = shown(widget)["info"]
     texts = [c["text"] for c in widget.chips]
     # chips are button labels (DOM text nodes): the caption's characters as typed
     assert "<" in texts and "img" in texts
     for token_text in texts:
         widget.select_token(widget.chips[texts.index(token_text)]["token"])
-        title = widget.current_figure.layout.annotations[0].text
+        title = shown(widget)["titles"][0]
         assert "<" not in title and ">" not in title
-        html_parts = widget._info_html.value
+        html_parts = shown(widget)["info"]
         assert "<img" not in html_parts and "<b>" not in html_parts
     assert "<img" not in info and "<b>bold" not in info
     widget.select_token(widget.chips[texts.index("<")]["token"])
-    assert widget.current_figure.layout.annotations[0].text == "Map of token “&lt;”"
+    assert shown(widget)["titles"] == ["Map of token “&lt;”"]
+    assert "<" in shown(widget)["chip_texts"]  # chips carry the raw text (button labels are not HTML)
 
 
 def test_long_caption_reports_the_truncation(widget):
     widget.caption = " ".join(["cat"] * 90)
     widget.wait(30)
     assert widget.error is None
-    assert "truncated" in widget.status and "dropped" in widget._info_html.value
+    assert "truncated" in widget.status and "dropped" in shown(widget)["info"]
     assert len(widget.chips) == 75
 
 
