@@ -2,8 +2,8 @@
 
 SAM is the vit_b architecture with random weights (``sam_model_registry["vit_b"](checkpoint=None)``)
 on a 480x640 photo; its embedding is computed once before timing (the widget does it in the
-background). Each click goes through the same handler a browser click reaches (plotly's click
-dispatch on the SAM panel), alternately adding a point and removing it again, and the time runs
+background). Each click goes through the same route a browser click takes (``SamView.click``, which
+plotly's click handler on the SAM panel calls), alternately adding a point and removing it again, and the time runs
 until the widget has replaced the mask, outline and marker data of its FigureWidget (serialised
 for the front end). Reported: medians over the clicks, with SAM's predict part separately; the
 same for the tiny test SAM. The CLIP model only places the automatic points (not on the click
@@ -26,23 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from plotly.callbacks import InputDeviceState, Points
 
 from clipsurgery_widgets.engine.explainer import Explainer
 from clipsurgery_widgets.engine.loading import load_model
 from clipsurgery_widgets.engine.sam.refiner import SamRefiner, build_tiny_sam
-from clipsurgery_widgets.widgets.sam import IMG_MASK, T_CATCH, SamWidget
+from clipsurgery_widgets.widgets.sam import SamWidget
 
 E2E_TIMINGS = Path(__file__).resolve().parents[1] / "test-artifacts" / "sam-e2e-timings.json"
-
-
-def click_event(widget: SamWidget, x: float, y: float) -> None:
-    """What plotly does for a browser click on the SAM panel."""
-    state = InputDeviceState(ctrl=False, alt=False, shift=False, meta=False, button=0, buttons=1)
-    for i, trace in enumerate(widget._fig.data):
-        hit = i == T_CATCH
-        trace._dispatch_on_click(Points([0] if hit else [], [x] if hit else [], [y] if hit else [], trace.name, i),
-                                 state)
 
 
 def measure(name: str, refiner: SamRefiner, explainer: Explainer, photo: np.ndarray, clicks: int) -> dict:
@@ -53,16 +43,17 @@ def measure(name: str, refiner: SamRefiner, explainer: Explainer, photo: np.ndar
     rng = np.random.default_rng(1)
     height, width = photo.shape[:2]
     totals, predicts, mask_changed = [], [], 0
-    click_event(widget, width / 2, height / 2)  # warm-up
+    widget.view.click(width / 2, height / 2)  # warm-up
     for i in range(clicks):
         if i % 2 == 0:
             x, y = int(rng.integers(20, width - 20)), int(rng.integers(20, height - 20))
-        before = widget._fig.layout.images[IMG_MASK].source
+        before = widget.view.describe()["mask"]
         t0 = time.perf_counter()
-        click_event(widget, x, y)  # odd clicks hit the point just added: a removal
+        widget.view.click(x, y)  # odd clicks hit the point just added: a removal
         totals.append((time.perf_counter() - t0) * 1000)
         predicts.append(widget.last_click["predict_ms"])
-        mask_changed += widget._fig.layout.images[IMG_MASK].source != before
+        after = widget.view.describe()["mask"]
+        mask_changed += before is None or after is None or not np.array_equal(before, after)
         assert widget.error is None, widget.error
     out = {"embedding_s": embed_s, "click_ms": statistics.median(totals), "predict_ms": statistics.median(predicts),
            "points": len(widget.points)}

@@ -25,12 +25,14 @@ from .decomposition.ablation import (
                         zero_shot_accuracy,
 )
 from .decomposition.dataset_pass import PassInterrupted, decompose_images
+from .decomposition.session import DecompositionSession
 from .decomposition.terms import Decomposition, decompose, spatial_maps
 from .decomposition.textspan import load_text_pool, text_span, text_span_heads
 from .errors import (
                         CheckpointError,
                         ClipSurgeryError,
                         ImageInputError,
+                        MethodError,
                         ModelLoadError,
                         TextInputError,
                         UnsupportedModelError,
@@ -58,8 +60,19 @@ from .sam.instances import InstanceMasks
 from .sam.models import build_tiny_sam
 from .sam.refiner import SamRefiner, load_sam_from_env
 from .sam.results import SamResult
+from .segmentation import (
+                        BENCHMARKS,
+                        ClassFeatures,
+                        Segmentation,
+                        benchmark_classes,
+                        class_features,
+                        read_class_file,
+                        segment,
+)
 from .surgery import feature_surgery
 from .text.encoding import TEMPLATES, encode_texts
+from .towers.dense import METHODS, DenseTokens, encode_dense, encode_dense_many
+from .towers.dense_attention import MethodAttention, method_attention
 from .towers.encode import encode_image_tokens
 
 __all__ = [
@@ -69,19 +82,24 @@ __all__ = [
     # CLIP Surgery
     "encode_image_tokens", "TEMPLATES", "encode_texts", "feature_surgery", "similarity_maps",
     "map_to_points", "combine_targets", "overlay", "Explainer", "Explanation", "ImageTokens", "MapSet",
-    # image -> text tokens (SPEC 7)
+    # dense methods as variants of one forward pass
+    "encode_dense", "encode_dense_many", "METHODS", "DenseTokens", "method_attention", "MethodAttention",
+    # image -> text tokens (docs/algorithms.md#token-attribution)
     "token_attributions", "caption_matches", "tokenize_caption", "TokenAttribution",
-    # q-k versus v-v attention (SPEC 8)
+    # q-k versus v-v attention (docs/algorithms.md#q-k-versus-v-v-attention)
     "attention_rows", "capture_attention", "attention_layout", "AttentionCapture", "AttentionRows",
     "AttentionStats", "AttentionInputError",
-    # text-based decomposition (SPEC 9)
+    # text-based decomposition (docs/algorithms.md#text-based-decomposition)
     "decompose", "Decomposition", "spatial_maps", "decompose_images", "PassInterrupted", "text_span",
     "text_span_heads", "load_text_pool", "Ablation", "evaluate_ablation", "folder_ablation", "labelled_folder",
-    "zero_shot_accuracy",
+    "zero_shot_accuracy", "DecompositionSession",
     # Segment Anything refinement
     "SamRefiner", "SamResult", "InstanceMasks", "build_tiny_sam", "load_sam_from_env", "SAM_CHECKPOINTS",
     "download_checkpoint", "mask_to_rle", "rle_to_mask", "mask_to_polygons", "save_mask", "save_prompts",
+    # open-vocabulary segmentation
+    "segment", "Segmentation", "class_features", "ClassFeatures", "benchmark_classes", "read_class_file",
+    "BENCHMARKS",
     # errors
-    "ClipSurgeryError", "CheckpointError", "ImageInputError", "ModelLoadError", "TextInputError",
+    "ClipSurgeryError", "CheckpointError", "ImageInputError", "MethodError", "ModelLoadError", "TextInputError",
     "UnsupportedModelError",
 ]

@@ -1,19 +1,13 @@
-"""q-k versus v-v attention rows of the image tower, layer by layer (SPEC 8, the paper's Figure 1).
+"""q-k versus v-v attention of the image tower, layer by layer (docs/algorithms.md#q-k-versus-v-v-attention).
 
 One forward pass per image and size is captured (:func:`capture_attention`): for every ViT block
-(every layer, not only surgery ones) the q, k and v of its attention, computed from ln_1 of the
-ORIGINAL residual stream entering that block; for a ModifiedResNet, the attention pool's q, k, v
-(its one attention layer). After that, any (layer, query, head) row is a tiny computation:
-
-    q-k row of query i: softmax(s q_i k^T)     v-v row: softmax(s v_i v^T)     s = d^-0.5
-
-over all 1+N tokens (token 0 the global token, then the patch grid row-major). "The mean over
-heads" is the mean of the per-head softmax rows. Queries are a grid cell (row, col) or "global".
-
-Summary statistics (:meth:`AttentionCapture.stats`) per layer, for one query or averaged over all
-patch queries: the mass on the query itself, the entropy (nats) of the row, the mass within a
-radius of the query cell (Chebyshev distance by default: radius 1 = the 3x3 block around it), and
-the mass on the global token.
+the q, k, v of its attention, from ln_1 of the ORIGINAL residual stream entering it (a ModifiedResNet:
+its attention pool's). Then any (layer, query, head) row over the 1+N tokens (token 0 global, then the
+patch grid row-major) is cheap: q-k softmax(s q_i k^T), v-v softmax(s v_i v^T), s = d^-0.5; "mean over
+heads" is the mean of the per-head rows. Queries are a grid cell (row, col) or "global".
+:meth:`AttentionCapture.stats` summarises rows per layer (one query or all patch queries): mass on the
+query itself, entropy (nats), mass within a radius of the query cell (Chebyshev by default: radius 1 =
+the 3x3 block) and mass on the global token.
 """
 from __future__ import annotations
 
@@ -26,13 +20,15 @@ import numpy as np
 import torch
 
 from .errors import ClipSurgeryError
+from .images import preprocess
 from .towers.encode import attnpool_qkv, image_tower, resnet_tokens, vit_stream
 from .towers.ops import attention_weights, split_heads_qkv
 
 Query = Union[tuple[int, int], str]
 GLOBAL = "global"
 ALL_QUERIES = "all"
-KINDS = ("qk", "vv")
+KINDS = ("qk", "vv")  # the attention kinds a capture gives; views and figures loop over this tuple
+KIND_LABELS = {"qk": "q-k", "vv": "v-v"}  # display names of the kinds
 STAT_NAMES = ("self", "local", "entropy", "global")
 STAT_TITLES = {
     "self": "mass on the query itself",
@@ -68,10 +64,8 @@ class AttentionRows:
     grid: tuple[int, int]
 
     def kind(self, kind: str) -> tuple[np.ndarray, float]:
-        """(grid map [gh, gw], global-token value) of "qk" or "vv"."""
-        if kind not in KINDS:
-            raise AttentionInputError(f"kind must be 'qk' or 'vv', not {kind!r}.")
-        return (self.qk, self.qk_global) if kind == "qk" else (self.vv, self.vv_global)
+        """(grid map [gh, gw], global-token value) of a kind in KINDS ("qk" or "vv")."""
+        return getattr(self, _check_kind(kind)), getattr(self, f"{kind}_global")
 
     def normalised(self, kind: str) -> np.ndarray:
         """float32 [gh, gw]: the grid map of "qk" or "vv" divided by its largest patch value (for display)."""
@@ -103,9 +97,8 @@ class AttentionStats:
     max_entropy: float
 
     def kind(self, kind: str) -> dict[str, np.ndarray]:
-        if kind not in KINDS:
-            raise AttentionInputError(f"kind must be 'qk' or 'vv', not {kind!r}.")
-        return self.qk if kind == "qk" else self.vv
+        """{stat name: [L]} of a kind in KINDS."""
+        return getattr(self, _check_kind(kind))
 
 
 @dataclass(frozen=True)
@@ -289,12 +282,15 @@ def capture_attention(model: Any, pixels: torch.Tensor) -> AttentionCapture:
     return AttentionCapture(q=tuple(q), k=tuple(k), v=tuple(v), grid=grid, family=family, layer_names=names)
 
 
-def attention_rows(model: Any, pixels: torch.Tensor, layer: int, query: Query,
-                   head: int | None = None) -> AttentionRows:
-    """One-shot q-k and v-v rows (captures the image, then :meth:`AttentionCapture.rows`).
+def capture_image_attention(model: Any, rgb: np.ndarray, size: int | tuple[int, int] = 224) -> AttentionCapture:
+    """:func:`capture_attention` of RGB uint8 [H, W, 3] resized to ``size`` (S or (S_h, S_w)); model: a LoadedModel."""
+    pixels = preprocess(rgb, size, model.mean, model.std, model.patch_size).to(model.device)
+    return capture_attention(model, pixels)
 
-    For several layers, queries or heads, capture once with :func:`capture_attention` instead.
-    """
+
+def attention_rows(model: Any, pixels: torch.Tensor, layer: int, query: Query, head: int | None = None
+                   ) -> AttentionRows:
+    """One-shot rows (capture, then :meth:`AttentionCapture.rows`); for several, capture once instead."""
     return capture_attention(model, pixels).rows(layer, query, head)
 
 
@@ -384,6 +380,12 @@ def _check_radius(radius: float) -> float:
     return float(radius)
 
 
+def _check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise AttentionInputError(f"kind must be one of {', '.join(map(repr, KINDS))}, not {kind!r}.")
+    return kind
+
+
 def _check_metric(metric: str) -> str:
     if metric not in METRICS:
         raise AttentionInputError(f"metric={metric!r} is not known: use 'chebyshev' (square neighbourhoods) "
@@ -391,8 +393,6 @@ def _check_metric(metric: str) -> str:
     return metric
 
 
-__all__ = [
-    "AttentionCapture", "AttentionRows", "AttentionStats", "AttentionInputError", "Query", "GLOBAL",
-    "ALL_QUERIES", "STAT_NAMES", "STAT_TITLES", "KINDS", "METRICS", "capture_attention", "attention_rows",
-    "attention_layout", "check_query", "cell_box", "neighbourhood",
-]
+__all__ = ["AttentionCapture", "AttentionRows", "AttentionStats", "AttentionInputError", "Query", "GLOBAL",
+           "ALL_QUERIES", "STAT_NAMES", "STAT_TITLES", "KINDS", "KIND_LABELS", "METRICS", "capture_attention",
+           "capture_image_attention", "attention_rows", "attention_layout", "check_query", "cell_box", "neighbourhood"]

@@ -34,7 +34,6 @@ from .text.captions import (
     token_features,
     tokenize_caption,
 )
-from .towers.vit import num_blocks
 
 SCORE_SOURCES = ("global", "max")
 
@@ -330,14 +329,6 @@ def region_weights(region: int | np.ndarray | torch.Tensor, grid: tuple[int, int
     if total <= 0:
         raise ValueError("The region mask is empty: mark at least one pixel or patch.")
     return (mask / total).reshape(-1).astype(np.float32)
-
-
-def max_surgery_depth(model: Any) -> int | None:
-    """The largest surgery ``depth`` a LoadedModel takes: its ViT's number of transformer blocks,
-    or None for a ModifiedResNet, whose surgery has no depth (it is ignored there)."""
-    if getattr(model, "family", None) != "vit":
-        return None
-    return num_blocks(model.model.visual)
 
 
 # --- helpers -------------------------------------------------------------------------------------

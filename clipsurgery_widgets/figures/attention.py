@@ -17,6 +17,8 @@ from PIL import Image
 
 from ..engine.attention import (
     GLOBAL,
+    KIND_LABELS,
+    KINDS,
     STAT_NAMES,
     STAT_TITLES,
     AttentionRows,
@@ -25,35 +27,34 @@ from ..engine.attention import (
 )
 from ..engine.maps import overlay
 from ..engine.regions import patch_value_image
-from .style import MARKER_COLOR, QK_COLOR, VV_COLOR, new_figure
+from .style import KIND_COLORS, MARKER_COLOR, new_figure
 
-QUERY_COLOR = MARKER_COLOR
-KIND_COLORS = {"qk": QK_COLOR, "vv": VV_COLOR}
-KIND_TITLES = {"qk": "q-k attention", "vv": "v-v attention"}
 _MAX_SIDE = 640  # panels never need more pixels than this
 
 
 def qk_vv_figure(panels: Sequence[tuple[np.ndarray, AttentionRows]], layer_name: str | None = None,
-                 cmap: str = "jet", opacity: float = 0.6, panel_inches: float = 2.4) -> Figure:
-    """The paper's Figure 1 layout: one column per image; rows image-with-query, q-k, v-v.
+                 cmap: str = "jet", opacity: float = 0.6, panel_inches: float = 2.4,
+                 kinds: Sequence[str] = KINDS) -> Figure:
+    """The paper's Figure 1 layout: one column per image; rows image-with-query, then one per kind (q-k, v-v).
 
     Args:
         panels: (rgb uint8 [H, W, 3], AttentionRows for that image) per column.
         layer_name: shown in the title (e.g. "block 11"); default "layer <index>".
         cmap, opacity: colour map of the attention maps and their weight over the image.
+        kinds: the attention kinds shown, one row each (engine KINDS).
     """
     if not panels:
         raise ValueError("panels is empty: pass at least one (image, AttentionRows) pair.")
     images = [_display_image(rgb) for rgb, _ in panels]
-    fig = new_figure(3, len(panels), images[0].shape, panel_inches, pad=(0.6, 0.7))
-    axes = fig.subplots(3, len(panels), squeeze=False)
+    fig = new_figure(1 + len(kinds), len(panels), images[0].shape, panel_inches, pad=(0.6, 0.7))
+    axes = fig.subplots(1 + len(kinds), len(panels), squeeze=False)
     for col, (rgb, (_, rows)) in enumerate(zip(images, panels)):
         _draw(axes[0, col], rgb, None, rows, cmap, opacity)
         axes[0, col].set_title(query_text(rows.query), fontsize=10)
-        for r, kind in enumerate(("qk", "vv"), start=1):
+        for r, kind in enumerate(kinds, start=1):
             _draw(axes[r, col], rgb, rows.normalised(kind), rows, cmap, opacity)
-            axes[r, col].set_title(f"global token {rows.kind(kind)[1]:.3f}", fontsize=8, color="#555")
-    for r, label in enumerate(("image and query", KIND_TITLES["qk"], KIND_TITLES["vv"])):
+            axes[r, col].set_title(global_text(rows, kind), fontsize=8, color="#555")
+    for r, label in enumerate(["image and query"] + [kind_title(kind) for kind in kinds]):
         axes[r, 0].text(-0.05, 0.5, label, transform=axes[r, 0].transAxes, rotation=90, ha="right", va="center",
                         fontsize=10)
     first = panels[0][1]
@@ -63,27 +64,27 @@ def qk_vv_figure(panels: Sequence[tuple[np.ndarray, AttentionRows]], layer_name:
 
 def layers_figure(rgb: np.ndarray, rows: Sequence[AttentionRows], layer_names: Sequence[str] | None = None,
                   cmap: str = "jet", opacity: float = 0.6, ncols: int | None = None,
-                  panel_inches: float = 1.3) -> Figure:
-    """Small multiples: the q-k and v-v rows of one query at every layer (pairs of rows per band)."""
+                  panel_inches: float = 1.3, kinds: Sequence[str] = KINDS) -> Figure:
+    """Small multiples: the rows of one query at every layer, one row of maps per kind in each band."""
     if not rows:
         raise ValueError("rows is empty: pass AttentionCapture.all_layers(query, head).")
     names = list(layer_names) if layer_names is not None else [f"layer {r.layer}" for r in rows]
     image = _display_image(rgb)
     ncols = ncols or min(len(rows), 12)
     bands = math.ceil(len(rows) / ncols)
-    fig = new_figure(2 * bands, ncols, image.shape, panel_inches, pad=(0.6, 0.7))
-    axes = fig.subplots(2 * bands, ncols, squeeze=False)
+    fig = new_figure(len(kinds) * bands, ncols, image.shape, panel_inches, pad=(0.6, 0.7))
+    axes = fig.subplots(len(kinds) * bands, ncols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for index, layer_rows in enumerate(rows):
         band, col = divmod(index, ncols)
-        for offset, kind in enumerate(("qk", "vv")):
-            ax = axes[2 * band + offset, col]
+        for offset, kind in enumerate(kinds):
+            ax = axes[len(kinds) * band + offset, col]
             _draw(ax, image, layer_rows.normalised(kind), layer_rows, cmap, opacity)
             if offset == 0:
                 ax.set_title(names[index], fontsize=8)
             if col == 0:
-                ax.text(-0.08, 0.5, kind.replace("qk", "q-k").replace("vv", "v-v"), transform=ax.transAxes,
+                ax.text(-0.08, 0.5, KIND_LABELS[kind], transform=ax.transAxes,
                         rotation=90, ha="right", va="center", fontsize=9)
     fig.suptitle(f"{query_text(rows[0].query)}, {head_text(rows[0].head)}: every layer", fontsize=11)
     return fig
@@ -91,14 +92,14 @@ def layers_figure(rgb: np.ndarray, rows: Sequence[AttentionRows], layer_names: S
 
 def stats_figure(query_stats: AttentionStats, all_stats: AttentionStats | None = None,
                  layer_names: Sequence[str] | None = None, current_layer: int | None = None,
-                 panel_inches: float = 2.6) -> Figure:
+                 panel_inches: float = 2.6, kinds: Sequence[str] = KINDS) -> Figure:
     """q-k against v-v across layers: one panel per statistic; solid = the query, dashed = all queries."""
     fig = Figure(figsize=(len(STAT_NAMES) * panel_inches + 0.8, panel_inches + 0.9), layout="constrained")
     axes = fig.subplots(1, len(STAT_NAMES), squeeze=False)[0]
     layers = np.asarray(query_stats.layers)
     for ax, name in zip(axes, STAT_NAMES):
-        for kind in ("qk", "vv"):
-            label = KIND_TITLES[kind].replace(" attention", "")
+        for kind in kinds:
+            label = KIND_LABELS[kind]
             ax.plot(layers, query_stats.kind(kind)[name], "-o", ms=3, color=KIND_COLORS[kind],
                     label=f"{label}, {query_text(query_stats.query)}")
             if all_stats is not None:
@@ -135,7 +136,18 @@ def query_text(query) -> str:
 
 
 def head_text(head: int | None) -> str:
+    """"mean of heads" or "head 3"."""
     return "mean of heads" if head is None else f"head {head}"
+
+
+def kind_title(kind: str) -> str:
+    """"q-k attention", "v-v attention", ... for a kind in the engine's KINDS."""
+    return f"{KIND_LABELS[kind]} attention"
+
+
+def global_text(rows: AttentionRows, kind: str) -> str:
+    """"global token 0.123": the attention a row pays to the global token."""
+    return f"global token {rows.kind(kind)[1]:.3f}"
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -153,7 +165,7 @@ def _draw(ax, rgb: np.ndarray, heat_grid: np.ndarray | None, rows: AttentionRows
         x0, y0, x1, y1 = -0.5, -0.5, size[1] - 0.5, size[0] - 0.5
     else:
         x0, y0, x1, y1 = cell_box(rows.query, size, rows.grid)
-    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=QUERY_COLOR, linewidth=1.8))
+    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=MARKER_COLOR, linewidth=1.8))
     ax.set_xlim(-0.5, size[1] - 0.5)
     ax.set_ylim(size[0] - 0.5, -0.5)
     ax.set_axis_off()

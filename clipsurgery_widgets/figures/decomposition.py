@@ -18,7 +18,8 @@ from .output import register_notebook_display
 from .style import ABLATED_COLOR, MARKER_COLOR
 
 SELECTED_COLOR = MARKER_COLOR
-ATTN_COLOR, MLP_COLOR = "#1f77b4", "#ff7f0e"
+ATTN_COLOR, MLP_COLOR = "#1f77b4", "#ff7f0e"  # attention and MLP bars, here and in the live widget
+ABLATED_BAR_COLOR = "#bbbbbb"  # a mean-ablated layer's bar in the live widget (hatched here)
 
 
 def decomposition_figure(rgb: np.ndarray, label: str, contributions: np.ndarray, layer_attn: np.ndarray,

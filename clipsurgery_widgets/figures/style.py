@@ -11,6 +11,7 @@ from .output import register_notebook_display
 OUTLINE_COLOR = "white"
 MARKER_COLOR = "#ff2bd6"  # the clicked patch / query / selected head, in every view
 QK_COLOR, VV_COLOR = "#d62728", "#1f77b4"
+KIND_COLORS = {"qk": QK_COLOR, "vv": VV_COLOR}  # one colour per attention kind, live and static
 TOP_COLORS = ("#ff2020", "#ffd500", "#00e5ff")  # the paper's top-three marking: red, yellow, cyan
 UNMARKED_COLOR = "#eeeeee"  # chips and words outside the top-three marking, live and static
 POSITIVE_COLOR, NEGATIVE_COLOR = "#ff8c00", "#1f6fff"  # SAM points: orange positives, blue negatives

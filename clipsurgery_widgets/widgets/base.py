@@ -197,6 +197,7 @@ class ExplorerWidget(widgets.VBox):
 
         with self._lock:
             self._set_status(busy_text, busy=True)
+            self._jobs.replace(name)
             return runner.submit(run)
 
     def _submit(self, work, apply, busy_text, doing, done_text=None):  # TEMPORARY shim, removed once widgets use submit()

@@ -121,6 +121,13 @@ class JobBoard:
         if previous is not None:
             previous.stopped.set()
 
+    def replace(self, name: str) -> None:
+        """A newer request for ``name`` arrived: tell the running job to stop (its result is dropped anyway)."""
+        with self._lock:
+            handle = self._handles.get(name)
+        if handle is not None:
+            handle.stopped.set()
+
     def cancel(self, name: str | None = None) -> None:
         """Stop the job ``name`` (every job when None): queued work is dropped, running work told to stop."""
         with self._lock:

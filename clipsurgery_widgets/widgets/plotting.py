@@ -368,3 +368,9 @@ def _compact(values: np.ndarray, decimals: int) -> np.ndarray:
 def _rgb(colour: Sequence[float]) -> str:
     r, g, b = (int(round(c * 255)) for c in colour[:3])
     return f"rgb({r},{g},{b})"
+
+
+# Public names of the helpers above, for views that build their own plotly layouts.
+axis_name = _axis_name
+axis_ref = _axis_ref
+compact = _compact

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import ipywidgets as widgets
 import traitlets
 
 from ..engine.errors import ClipSurgeryError
 
-__all__ = ["InvalidStateError", "Number", "Integer", "Choice", "Flag", "Text", "OptionalNumber", "link_control"]
+__all__ = ["InvalidStateError", "Number", "Integer", "Choice", "Flag", "Text", "OptionalNumber", "link_control",
+           "link_choice"]
 
 
 class InvalidStateError(ClipSurgeryError, ValueError):
@@ -155,3 +156,50 @@ def link_control(owner: traitlets.HasTraits, name: str, control: widgets.Widget,
     setattr(control, attribute, getattr(owner, name))
     owner.observe(to_control, names=name)
     control.observe(to_owner, names=attribute)
+
+
+def link_choice(owner: traitlets.HasTraits, name: str, control: widgets.Dropdown, label: Callable[[Any], str],
+                encode: Callable[[Any], Any] = lambda value: value,
+                decode: Callable[[Any], Any] = lambda value: value) -> None:
+    """:func:`link_control` for a dropdown whose options grow to hold any valid value of the trait.
+
+    A value set from Python that the dropdown does not offer yet is added as a new option (shown as
+    ``label(value)``), never replaced by another. ``encode``/``decode`` map trait values to option
+    values and back (e.g. None <-> -1: ipywidgets reads None as "no selection"). Done here, with one
+    guard for both directions, because a dropdown jumps to its first option whenever its options change.
+    """
+    busy = [False]
+
+    def show(value: Any) -> None:
+        option = encode(value)
+        if option not in [v for _, v in control.options]:
+            control.options = list(control.options) + [(label(value), option)]
+        control.value = option
+
+    def to_control(change: dict) -> None:
+        if not busy[0]:
+            busy[0] = True
+            try:
+                show(change["new"])
+            finally:
+                busy[0] = False
+
+    def to_owner(change: dict) -> None:
+        if busy[0]:
+            return
+        busy[0] = True
+        try:
+            setattr(owner, name, decode(change["new"]))
+        except InvalidStateError as exc:
+            show(getattr(owner, name))
+            owner._show_error(exc, f"setting {name}")
+        finally:
+            busy[0] = False
+
+    busy[0] = True
+    try:
+        show(getattr(owner, name))
+    finally:
+        busy[0] = False
+    owner.observe(to_control, names=name)
+    control.observe(to_owner, names="value")

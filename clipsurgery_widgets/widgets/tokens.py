@@ -20,7 +20,6 @@ from ..engine.attribution import (
     SCORE_SOURCES,
     RegionRanking,
     TokenAttribution,
-    max_surgery_depth,
     token_attributions,
 )
 from ..engine.explainer import Explainer
@@ -29,7 +28,16 @@ from ..figures.style import DEFAULT_CMAP, DEFAULT_OPACITY
 from ..figures.tokens import MARKINGS, token_figure
 from .base import ExplorerWidget
 from .jobs import Job
-from .state import Choice, Flag, Integer, InvalidStateError, Number, Text, invalid, link_control
+from .state import (
+    Choice,
+    Flag,
+    Integer,
+    InvalidStateError,
+    Number,
+    Text,
+    invalid,
+    link_control,
+)
 from .tokens_controls import arrange, build_controls, offer, size_label
 from .tokens_view import TokenView, heat_title
 
@@ -71,7 +79,7 @@ class TokenExplorer(ExplorerWidget):
                  cmap: str = DEFAULT_CMAP, opacity: float = DEFAULT_OPACITY, size: int | tuple[int, int] = 224,
                  depth: int | None = None, heat_side: int = 200):
         self.explainer = explainer if isinstance(explainer, Explainer) else Explainer(explainer)
-        self._blocks = max_surgery_depth(self.explainer.model)
+        self._blocks = self.explainer.model.num_blocks
         self._attribution: TokenAttribution | None = None
         self._region: RegionRanking | None = None
         self._image_version = 0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from clipsurgery_widgets.widgets.sam import IMG_MASK
+from clipsurgery_widgets.widgets.sam_view import IMG_MASK
 
 NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # as in conftest.py
 

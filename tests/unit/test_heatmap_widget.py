@@ -1,5 +1,5 @@
-"""HeatmapExplorer driven from Python: set traits, fire the handlers a click or keystroke fires, and
-check what the widget shows (figure data, status line, error area)."""
+"""HeatmapExplorer driven from Python: set traits or controls, click by the route a real click takes,
+and check what the widget shows (its view's describe() and heat(), status line, error area)."""
 import base64
 import threading
 from datetime import datetime, timezone
@@ -9,11 +9,11 @@ import pytest
 from matplotlib import colormaps
 
 from clipsurgery_widgets.data.presets import COCO_80, PASCAL_CONTEXT_59
-from clipsurgery_widgets.engine.errors import ImageInputError, TextInputError
+from clipsurgery_widgets.engine.errors import ImageInputError
 from clipsurgery_widgets.engine.images import sample_image
 from clipsurgery_widgets.widgets.heatmap import HeatmapExplorer
+from clipsurgery_widgets.widgets.state import InvalidStateError
 
-HEAT, OUTLINE, PER_PANEL = 0, 1, 2
 LABELS = ["cat", "grass", "sky", "ground"]
 
 
@@ -49,41 +49,20 @@ class Gated:
         return self.real.explain(image, labels, **kwargs)
 
 
-def positions(trace):
-    """(rows, cols) in image pixels of a heat trace's cells, from its uniform grid."""
-    z = np.asarray(trace.z)
-    return ([trace.y0 + trace.dy * i for i in range(z.shape[0])],
-            [trace.x0 + trace.dx * j for j in range(z.shape[1])])
-
-
-def heat(w, panel=0):
-    return w.current_figure.data[panel * PER_PANEL + HEAT]
-
-
-def sent(figure):
-    """Record the property paths a FigureWidget sends to the browser."""
+def sent(widget):
+    """Record what the widget's figure sends to the browser: "heat", "style" or "image"."""
     log = []
-
-    def record(change):
-        message = change["new"]
-        if message:
-            for key in ("restyle_data", "style_data", "relayout_data", "layout_data"):
-                log.extend((message.get(key) or {}).keys())
-    figure.observe(record, names=["_py2js_restyle", "_py2js_relayout", "_py2js_update"])
+    widget.plots.watch(log.append)
     return log
 
 
-def click(figure, panel, x, y):
-    """What the browser sends when a heat map is clicked."""
-    figure._js2py_pointsCallback = {
-        "event_type": "plotly_click",
-        "points": {"trace_indexes": [panel * PER_PANEL + HEAT], "point_indexes": [[0, 0]], "xs": [x], "ys": [y]},
-        "device_state": {"alt": False, "ctrl": False, "meta": False, "shift": False, "button": 0, "buttons": 1},
-        "selector": None}
+def click(widget, panel, x, y):
+    """A click on a heat map, by the route a real click takes."""
+    widget.plots.panels.click(panel, x, y)
 
 
 def minmax_grid(patch_scores, t, grid):
-    """SPEC 5 written out: one label's patch scores min-max normalised, on the patch grid."""
+    """docs/algorithms.md#similarity-maps written out: one label's patch scores min-max normalised, on the grid."""
     s = patch_scores[:, t].astype(np.float64)
     return ((s - s.min()) / (s.max() - s.min())).reshape(grid)
 
@@ -93,48 +72,58 @@ def test_first_view_shows_the_surgery_map_of_the_first_label(explorer, cat):
     assert e.labels == tuple(LABELS) and e.surgery is not None and e.raw is not None
     assert explorer.label == "cat" and list(explorer.controls["label"].options) == LABELS
     assert "4 labels" in explorer.status and "grid 14x14" in explorer.status and explorer.error is None
-    trace = heat(explorer)
+    shown = explorer.describe()
+    assert shown["view"] == "overlay" and shown["panels"] == 1 and shown["titles"] == ["CLIP Surgery: cat"]
+    heat = explorer.plots.heat(0)
     # The patch grid travels; plotly interpolates it over the image with one cell per patch.
-    assert np.abs(np.asarray(trace.z) - minmax_grid(e.surgery.patch_scores, 0, e.grid)).max() <= 5e-5
-    assert np.allclose(np.asarray(trace.customdata), e.surgery.patch_scores[:, 0].reshape(e.grid), atol=5e-6)
+    assert np.abs(heat["values"] - minmax_grid(e.surgery.patch_scores, 0, e.grid)).max() <= 5e-5
+    assert np.allclose(heat["scores"], e.surgery.patch_scores[:, 0].reshape(e.grid), atol=5e-6)
     height, width = cat.shape[:2]
-    assert trace.dx == pytest.approx(width / 14) and trace.dy == pytest.approx(height / 14)
-    assert trace.x0 == pytest.approx(width / 28 - 0.5) and trace.y0 == pytest.approx(height / 28 - 0.5)
-    assert trace.zsmooth == "best"  # bilinear between patch centres, as the engine resizes
-    assert "normalised %{z" in trace.hovertemplate and "raw score %{customdata" in trace.hovertemplate
-    image = explorer.current_figure.layout.images[0]
-    assert image.source.startswith("data:image/png;base64,") and (image.sizex, image.sizey) == (width, height)
+    assert np.allclose(heat["x"], (np.arange(14) + 0.5) * width / 14 - 0.5)   # patch centres
+    assert np.allclose(heat["y"], (np.arange(14) + 0.5) * height / 14 - 0.5)
+    assert heat["smooth"]  # bilinear between patch centres, as the engine resizes
+    assert "normalised %{z" in heat["hover"] and "raw score %{customdata" in heat["hover"]
+    assert shown["image_formats"] == ["png"] and shown["images"] == [(height, width)]
 
 
 def test_a_label_change_sends_heat_data_but_not_the_image(explorer):
     figure = explorer.current_figure
-    before = np.asarray(heat(explorer).z)
-    log = sent(figure)
+    before = explorer.plots.heat(0)["values"]
+    log = sent(explorer)
     explorer.controls["labels"].value = "cat, grass, sky, ground, dog"  # what pressing Enter sends
     explorer.wait(30)
-    assert explorer.explanation.labels[-1] == "dog"
-    assert not np.allclose(np.asarray(heat(explorer).z), before)  # multi-label surgery changed cat's map
-    assert "z" in log and not any(key.startswith("images") for key in log)
+    assert explorer.explanation.labels[-1] == "dog" and explorer.labels == LABELS + ["dog"]
+    assert not np.allclose(explorer.plots.heat(0)["values"], before)  # multi-label surgery changed cat's map
+    assert "heat" in log and "image" not in log
     assert explorer.current_figure is figure  # same FigureWidget, updated in place
 
 
 def test_style_changes_send_style_only(explorer):
-    log = sent(explorer.current_figure)
+    log = sent(explorer)
     explorer.cmap = "viridis"
     explorer.opacity = 0.35
-    trace = heat(explorer)
-    reference = colormaps["viridis"](np.linspace(0, 1, len(trace.colorscale)))
-    for (position, colour), rgba in zip(trace.colorscale, reference):
+    shown = explorer.describe()
+    reference = colormaps["viridis"](np.linspace(0, 1, len(shown["colorscale"][0])))
+    for (position, colour), rgba in zip(shown["colorscale"][0], reference):
         assert colour == "rgb({},{},{})".format(*(int(v * 255) for v in rgba[:3]))
-    assert trace.opacity == 0.35
-    assert "z" not in log and "customdata" not in log and log
+    assert shown["cmap"] == "viridis" and shown["opacity"] == 0.35
+    assert explorer.controls["cmap"].value == "viridis" and explorer.controls["opacity"].value == 0.35
+    assert "heat" not in log and "image" not in log and "style" in log
+
+
+def test_any_matplotlib_colour_map_is_offered(explorer):
+    explorer.cmap = "cividis"  # not in the menu: added to it
+    assert explorer.controls["cmap"].value == "cividis" and explorer.describe()["cmap"] == "cividis"
+    with pytest.raises(InvalidStateError, match="colour map"):
+        explorer.cmap = "rainbowish"
+    assert explorer.cmap == "cividis"
 
 
 def test_threshold_outline_follows_the_level(explorer):
     explorer.threshold = 0.7
-    outline = explorer.current_figure.data[OUTLINE]
-    xs = np.array([v for v in outline.x if v is not None], float)
-    ys = np.array([v for v in outline.y if v is not None], float)
+    assert explorer.controls["threshold"].value == 0.7 and explorer.describe()["outlined"] == [True]
+    lines = explorer.plots.heat(0)["outline"]
+    xs, ys = np.concatenate([l[:, 0] for l in lines]), np.concatenate([l[:, 1] for l in lines])
     assert len(xs) > 10
     heat_map = explorer.explanation.surgery.maps[0]
     # Every outline point lies on the 0.7 level of the map (bilinear reading between pixels).
@@ -146,84 +135,85 @@ def test_threshold_outline_follows_the_level(explorer):
     inside = (xs > 0.5) & (xs < heat_map.shape[1] - 1.5) & (ys > 0.5) & (ys < heat_map.shape[0] - 1.5)
     assert np.abs(value[inside] - 0.7).max() < 0.05
     explorer.threshold = None
-    assert not [v for v in explorer.current_figure.data[OUTLINE].x if v is not None]
+    assert explorer.plots.heat(0)["outline"] == [] and explorer.controls["threshold"].value == 0.0
+    explorer.controls["threshold"].value = 0.5  # the slider: 0 is "no outline"
+    assert explorer.threshold == 0.5 and explorer.describe()["outlined"] == [True]
+    explorer.controls["threshold"].value = 0.0
+    assert explorer.threshold is None and explorer.describe()["outlined"] == [False]
 
 
 def test_views(explorer, cat):
     e = explorer.explanation
-    explorer.view = "grid"
     figure = explorer.current_figure
-    visible = [i for i in range(len(LABELS) + 1) if figure.data[i * PER_PANEL + HEAT].visible]
-    assert visible == list(range(len(LABELS)))
-    assert [a.text for a in figure.layout.annotations[:4]] == LABELS
+    explorer.view = "grid"
+    shown = explorer.describe()
+    assert shown["panels"] == len(LABELS) and shown["titles"] == LABELS and shown["methods"] == ["surgery"] * 4
     for i in range(len(LABELS)):
-        assert np.abs(np.asarray(heat(explorer, i).z) - minmax_grid(e.surgery.patch_scores, i, e.grid)).max() <= 5e-5
+        assert np.abs(explorer.plots.heat(i)["values"] - minmax_grid(e.surgery.patch_scores, i, e.grid)).max() <= 5e-5
 
     explorer.view = "compare"
     explorer.label = "sky"
-    raw, surgery = heat(explorer, 0), heat(explorer, 1)
-    assert np.abs(np.asarray(raw.z) - minmax_grid(e.raw.patch_scores, 2, e.grid)).max() <= 5e-5
-    assert np.abs(np.asarray(surgery.z) - minmax_grid(e.surgery.patch_scores, 2, e.grid)).max() <= 5e-5
-    assert [a.text for a in explorer.current_figure.layout.annotations[:2]] == ["raw CLIP: sky", "CLIP Surgery: sky"]
-    assert not heat(explorer, 2).visible
+    raw, surgery = explorer.plots.heat(0), explorer.plots.heat(1)
+    assert np.abs(raw["values"] - minmax_grid(e.raw.patch_scores, 2, e.grid)).max() <= 5e-5
+    assert np.abs(surgery["values"] - minmax_grid(e.surgery.patch_scores, 2, e.grid)).max() <= 5e-5
+    shown = explorer.describe()
+    assert shown["titles"] == ["raw CLIP: sky", "CLIP Surgery: sky"] and shown["panels"] == 2
+    assert explorer.controls["label"].value == "sky" and explorer.controls["view"].value == "compare"
 
     explorer.view = "segmentation"
-    seg = heat(explorer, 0)
-    expected = e.segmentation("surgery")[np.ix_(*positions(seg))]
-    assert np.array_equal(np.asarray(seg.z), expected) and seg.zsmooth is False
+    seg = explorer.plots.heat(0)
+    rows, cols = np.round(seg["y"]).astype(int), np.round(seg["x"]).astype(int)
+    assert np.array_equal(seg["values"], e.segmentation("surgery")[np.ix_(rows, cols)]) and not seg["smooth"]
     present = [LABELS[i] for i in np.unique(e.segmentation("surgery"))]
-    figure = explorer.current_figure
-    assert [t.name for t in figure.data if t.showlegend] == present and figure.layout.showlegend
+    assert explorer.describe()["legend"] == present
     explorer.view = "overlay"
-    assert not explorer.current_figure.layout.showlegend
+    assert explorer.describe()["legend"] == []
     assert explorer.current_figure is figure  # one FigureWidget for every view
 
 
 def test_click_shows_every_labels_score_at_that_patch(explorer, cat):
     e = explorer.explanation
-    assert explorer.bar_chart is None
-    click(explorer.current_figure, 0, 301, 52)
-    bars = explorer.bar_chart.data[0]
+    assert explorer.describe()["bars"] is None and explorer.bar_chart is None
+    click(explorer, 0, 301, 52)
+    bars = explorer.describe()["bars"]
     gh, gw = e.grid
     row, col = int(52.5 * gh / cat.shape[0]), int(301.5 * gw / cat.shape[1])
-    assert list(bars.x) == LABELS
-    assert np.allclose(bars.y, e.surgery.patch_scores[row * gw + col], atol=1e-5)
-    assert f"(row {row}, col {col})" in explorer.bar_chart.layout.title.text
+    assert bars["labels"] == LABELS and bars["highlight"] == "cat"
+    assert np.allclose(bars["values"], e.surgery.patch_scores[row * gw + col], atol=1e-5)
+    assert f"(row {row}, col {col})" in bars["title"]
     assert explorer.selected["row"] == row and explorer.selected["col"] == col
-    marker = explorer.current_figure.data[-1]
-    assert list(marker.x) == [301] and list(marker.y) == [52]
-    assert explorer._bar_box.layout.display is None
+    assert explorer.describe()["marker"] == (301, 52, 0)
     # Compare view: the left panel is raw CLIP, so its click shows raw scores.
     explorer.view = "compare"
     scores = explorer.click(10, 10, panel=0)
     assert np.allclose(list(scores.values()), e.raw.patch_scores[0], atol=1e-6)
-    assert explorer.bar_chart.layout.title.text.startswith("raw CLIP")
+    assert explorer.describe()["bars"]["title"].startswith("raw CLIP")
+    assert explorer.describe()["marker"] == (10, 10, 0)
     assert explorer.scores_at(10, 10) == pytest.approx(dict(zip(LABELS, e.surgery.patch_scores[0])))
 
 
-def test_empty_click_events_are_ignored_and_clicks_outside_report(explorer):
-    explorer.current_figure._js2py_pointsCallback = {
-        "event_type": "plotly_click", "points": {"trace_indexes": [], "point_indexes": [], "xs": [], "ys": []},
-        "device_state": None, "selector": None}
-    assert explorer.bar_chart is None and explorer.error is None
-    click(explorer.current_figure, 0, 5000, 5)
-    assert "outside" in explorer.error
+def test_clicks_on_hidden_panels_are_ignored_and_clicks_outside_report(explorer):
+    click(explorer, 2, 10, 10)  # the overlay view shows one panel: like a click on nothing
+    assert explorer.describe()["bars"] is None and explorer.error is None
+    click(explorer, 0, 5000, 5)
+    assert "outside" in explorer.error and explorer.describe()["bars"] is None
 
 
 def test_new_image_shows_progress_then_its_maps(explainer, cat):
     gated = Gated(explainer)
     w = HeatmapExplorer(gated, cat, labels=LABELS)
     w.wait(30)
-    click(w.current_figure, 0, 10, 10)
+    click(w, 0, 10, 10)
     gated.gate.clear()
     astronaut = sample_image("astronaut")[::4, ::4]
     w.image = astronaut
     assert w.busy and w.status.startswith("Encoding the image and explaining 4 labels")
-    assert w.current_figure.layout.images[0].sizex == astronaut.shape[1]   # the image shows at once
-    assert not heat(w).z and w._bar_box.layout.display == "none"          # old maps and bars are gone
+    shown = w.describe()
+    assert shown["images"] == [astronaut.shape[:2]]                # the image shows at once
+    assert shown["heat"] == [None] and shown["bars"] is None       # old maps and bars are gone
     gated.gate.set()
     w.wait(30)
-    assert w.explanation.image_size == astronaut.shape[:2] and len(heat(w).z) == 14
+    assert w.explanation.image_size == astronaut.shape[:2] and w.describe()["heat"] == [(14, 14)]
 
 
 def test_stale_results_are_discarded(explainer, cat):
@@ -274,19 +264,33 @@ def test_bad_images_are_reported_in_the_widget(explorer, tmp_path):
 
 def test_label_errors_are_plain_and_escaped(explorer):
     explorer.controls["labels"].value = " , ,"
-    assert "Type at least one label" in explorer.error
+    assert "at least one label" in explorer.error
+    assert explorer.labels == LABELS and explorer.controls["labels"].value == ", ".join(LABELS)  # put back
     explorer.controls["labels"].value = "cat, a++b"
-    explorer.wait(30)
-    assert "empty part" in explorer.error
-    with pytest.raises(TextInputError, match="zebra"):
+    assert "empty part" in explorer.error and explorer.labels == LABELS
+    with pytest.raises(InvalidStateError, match="empty part"):
+        explorer.labels = ["cat", "a++b"]
+    with pytest.raises(InvalidStateError, match="zebra"):
         explorer.label = "zebra"
-    assert "zebra" in explorer.error
+    assert explorer.label == "cat"  # unchanged
     explorer.controls["labels"].value = "cat, <img src=x onerror=alert(1)>"
     explorer.wait(30)
+    assert explorer.error is None
     explorer.label = "<img src=x onerror=alert(1)>"
-    titles = [a.text for a in explorer.current_figure.layout.annotations]
-    assert "<img" not in "".join(titles) and "&lt;img src=x" in titles[0]
-    assert "<img" not in heat(explorer).hovertemplate
+    assert explorer.describe()["titles"] == ["CLIP Surgery: <img src=x onerror=alert(1)>"]  # shown as text
+    sent_titles = explorer.plots.panels.describe()["titles"]
+    assert "<img" not in "".join(sent_titles) and "&lt;img src=x" in sent_titles[0]
+    assert "<img" not in explorer.plots.heat(0)["hover"]
+
+
+def test_labels_keep_or_move_the_chosen_label(explorer):
+    explorer.label = "sky"
+    explorer.labels = "sky, cat"
+    assert explorer.label == "sky" and list(explorer.controls["label"].options) == ["sky", "cat"]
+    explorer.labels = ["dog", "cat"]  # sky is gone: the first label is shown
+    assert explorer.label == "dog" and explorer.controls["label"].value == "dog"
+    explorer.wait(30)
+    assert explorer.describe()["titles"] == ["CLIP Surgery: dog"]
 
 
 def test_settings_reach_the_explainer_and_bad_values_are_refused(explainer, cat):
@@ -296,22 +300,44 @@ def test_settings_reach_the_explainer_and_bad_values_are_refused(explainer, cat)
     e = w.explanation
     assert e.input_size == (320, 320) and e.grid == (20, 20) and e.redundancy == "none"
     assert w.controls["size"].value == "custom" and w.controls["custom_size"].layout.display is None
+    assert w.controls["custom_size"].value == "320" and w.controls["depth"].value == 3
     w.redundancy = "auto"
     w.wait(30)
     assert w.explanation.redundancy == "empty"  # a single label: the empty-string redundancy
     w.controls["size"].value = 224
     w.wait(30)
-    assert w.explanation.grid == (14, 14) and w.controls["custom_size"].layout.display == "none"
-    with pytest.raises(ValueError, match="whole 16-pixel patches"):
-        w.size = 100
-    with pytest.raises(ValueError, match="between 1 and 6"):
-        w.depth = 9
-    with pytest.raises(ValueError, match="Unknown view"):
-        w.view = "3d"
-    with pytest.raises(ValueError, match="between 0.0 and 1.0"):
-        w.opacity = 2
-    with pytest.raises(ValueError, match="threshold"):
-        w.threshold = 1.5
+    assert w.size == 224 and w.explanation.grid == (14, 14) and w.controls["custom_size"].layout.display == "none"
+    for name, value, message in [("size", 100, "whole 16-pixel patches"), ("size", "big", "size"),
+                                 ("depth", 9, "from 1 to 6"), ("depth", 0, "from 1"), ("depth", 2.5, "whole number"),
+                                 ("view", "3d", "one of 'overlay'"), ("opacity", 2, "from 0 to 1"),
+                                 ("opacity", "high", "a number"), ("threshold", 1.5, "threshold"),
+                                 ("threshold", 0, "None for no outline"), ("redundancy", "some", "redundancy")]:
+        before = getattr(w, name)
+        with pytest.raises(InvalidStateError, match=message):
+            setattr(w, name, value)
+        assert getattr(w, name) == before, name  # nothing changed
+    assert w.controls["opacity"].value == 0.6 and w.controls["depth"].value == 3
+
+
+def test_size_takes_non_square_sizes_and_any_depth(explainer, cat):
+    gated = Gated(explainer)
+    w = HeatmapExplorer(gated, cat, labels=["cat", "grass"])
+    w.wait(30)
+    w.size = (160, 320)
+    w.depth = 1
+    w.wait(30)
+    assert w.explanation.input_size == (160, 320) and w.explanation.grid == (10, 20)
+    assert w.controls["size"].value == "custom" and w.controls["custom_size"].value == "160x320"
+    assert w.controls["depth"].value == 1 and w.describe()["heat"] == [(10, 20)]
+    w.controls["custom_size"].value = "96 x 128"  # typed in the text field
+    w.wait(30)
+    assert w.size == (96, 128) and w.explanation.grid == (6, 8)
+    w.controls["custom_size"].value = "100x100"   # refused: put back, error shown
+    assert w.size == (96, 128) and w.controls["custom_size"].value == "96x128" and "16-pixel" in w.error
+    w.size = 336
+    assert w.controls["size"].value == 336 and w.controls["custom_size"].layout.display == "none"
+    w.wait(30)
+    assert w.explanation.input_size == (336, 336)
 
 
 def test_presets_fill_the_labels():
@@ -323,6 +349,8 @@ def test_preset_menu(explainer, cat):
     gated = Gated(explainer)
     w = HeatmapExplorer(gated, None)
     assert w.status.startswith("Upload an image") and w.explanation is None
+    shown = w.describe()
+    assert shown["panels"] == 1 and shown["images"] == [None] and shown["heat"] == [None]
     w.controls["preset"].value = "PASCAL Context (59)"
     assert w.labels == list(PASCAL_CONTEXT_59) and gated.calls == []  # nothing to explain without an image
 
@@ -339,3 +367,15 @@ def test_static_figure_and_png_fallback(explorer, tmp_path):
     explorer.view = "segmentation"
     assert explorer.figure().legends
     assert explorer.save(tmp_path / "seg.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_resnet_has_no_depth_setting(tiny_resnet, cat):
+    from clipsurgery_widgets.engine.explainer import Explainer
+
+    w = HeatmapExplorer(Explainer(tiny_resnet, cache_dir=False), cat[::2, ::2], labels="cat, grass", size=(224, 288))
+    assert w.wait(60) and w.error is None
+    assert w.controls["depth"].disabled and w.explanation.grid == (7, 9)
+    w.depth = 20  # ignored by the ResNet's surgery, so any depth >= 1 is accepted
+    with pytest.raises(InvalidStateError, match=">= 1"):
+        w.depth = 0
+    assert w.wait(60) and w.depth == 20 and w.error is None and w.describe()["heat"] == [(7, 9)]

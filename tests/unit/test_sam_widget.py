@@ -1,21 +1,19 @@
-"""SamWidget driven from Python (the handlers plotly clicks call), and the paper-style SAM figure."""
+"""SamWidget driven from Python (the public routes plotly clicks take), read back through view.describe(),
+and the paper-style SAM figure."""
 from __future__ import annotations
 
 import base64
-import io
 import threading
 
 import numpy as np
 import pytest
 from matplotlib.colors import to_rgba
-from PIL import Image
-from plotly.callbacks import BoxSelector, InputDeviceState, Points
 
 from clipsurgery_widgets.engine import maps
 from clipsurgery_widgets.engine.errors import ClipSurgeryError, ImageInputError
-from clipsurgery_widgets.engine.regions import display_step
 from clipsurgery_widgets.engine.sam.refiner import SamRefiner, build_tiny_sam
 from clipsurgery_widgets.figures.sam import (
+    BOX_COLOR,
     MASK_COLOR,
     NEGATIVE_COLOR,
     POSITIVE_COLOR,
@@ -23,14 +21,8 @@ from clipsurgery_widgets.figures.sam import (
     mask_rgba,
     sam_figure,
 )
-from clipsurgery_widgets.widgets.sam import (
-    H_HEAT,
-    H_NEG,
-    H_POS,
-    IMG_MASK,
-    T_CATCH,
-    SamWidget,
-)
+from clipsurgery_widgets.widgets.sam import SamWidget
+from clipsurgery_widgets.widgets.state import InvalidStateError
 
 H, W = 96, 144
 INJECTION = "<img src=x onerror=alert(1)>"
@@ -85,38 +77,12 @@ class GatedRefiner(SamRefiner):
         return super().set_image(image, progress)
 
 
-def plot_click(w, trace: int, x: float, y: float, alt: bool = False, index: int = 0, shift: bool = False) -> None:
-    """What plotly does for a browser click on ``trace``: every trace's click callbacks get the event."""
-    state = InputDeviceState(ctrl=False, alt=alt, shift=shift, meta=False, button=0, buttons=1)
-    for i, t in enumerate(w._fig.data):
-        hit = i == trace
-        t._dispatch_on_click(Points(point_inds=[index] if hit else [], xs=[x] if hit else [], ys=[y] if hit else [],
-                                    trace_name=t.name, trace_index=i), state)
+def shown(w) -> dict:
+    return w.view.describe()
 
 
-def shown_mask(w) -> np.ndarray:
-    """The mask as the browser gets it: the opaque pixels of the mask image's PNG."""
-    uri = w._fig.layout.images[IMG_MASK].source
-    png = base64.b64decode(uri.split(",", 1)[1])
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))[..., 3] > 0
-
-
-def trace_points(w, trace: int) -> list[tuple[float, float]]:
-    t = w._fig.data[trace]
-    return list(zip(np.asarray(t.x, dtype=float).tolist(), np.asarray(t.y, dtype=float).tolist()))
-
-
-def shapes(w, name: str) -> list:
-    return [shape for shape in w._fig.layout.shapes if shape.name == name]
-
-
-def shown_points(w, kind: str) -> list[tuple[float, float]]:
-    """The SAM panel's points of one kind ("positive" / "negative") as drawn: circles at their centres."""
-    return [(float(s.xanchor), float(s.yanchor)) for s in shapes(w, f"{kind} point")]
-
-
-def mask_visible(w) -> bool:
-    return w._fig.layout.images[IMG_MASK].visible is True
+def as_points(points: np.ndarray) -> list[tuple[float, float]]:
+    return [tuple(map(float, p)) for p in points]
 
 
 # --- text -> map -> points -> mask -----------------------------------------------------------------
@@ -124,29 +90,29 @@ def mask_visible(w) -> bool:
 def test_text_gives_heat_points_and_mask(widget, explainer, image):
     e = explainer.explain(image, ["cat"], method="surgery")
     np.testing.assert_allclose(widget.heat, e.maps[0])
-    step = display_step((H, W), widget.heat_side)
-    np.testing.assert_allclose(np.asarray(widget._fig.data[H_HEAT].z), e.maps[0][step // 2::step, step // 2::step],
-                               atol=1e-3)
+    d = shown(widget)
+    step = d["heat_step"]
+    assert step >= 1 and d["image"] == (H, W)
+    np.testing.assert_allclose(d["heat"], e.maps[0][step // 2::step, step // 2::step], atol=1e-3)
     points, labels = maps.map_to_points(e.surgery.patch_scores[:, 0], e.grid, (H, W), threshold=0.8)
     assert len(points) > 0 and {0, 1} <= set(labels.tolist())
     np.testing.assert_array_equal(widget.auto_points[0], points)
     # The same points: in the heat panel, in what SAM holds, and in the SAM panel.
-    assert trace_points(widget, H_POS) == [tuple(map(float, p)) for p in points[labels == 1]]
-    assert trace_points(widget, H_NEG) == [tuple(map(float, p)) for p in points[labels == 0]]
+    assert d["auto_points"]["positive"] == as_points(points[labels == 1])
+    assert d["auto_points"]["negative"] == as_points(points[labels == 0])
     np.testing.assert_array_equal(widget.points, points)
     np.testing.assert_array_equal(widget.point_labels, labels)
-    assert shown_points(widget, "positive") == [tuple(map(float, p)) for p in points[labels == 1]]
-    assert shown_points(widget, "negative") == [tuple(map(float, p)) for p in points[labels == 0]]
-    assert {s.fillcolor for s in shapes(widget, "positive point")} == {POSITIVE_COLOR}
-    assert {s.fillcolor for s in shapes(widget, "negative point")} == {NEGATIVE_COLOR}
-    assert widget._fig.data[H_POS].marker.color == POSITIVE_COLOR
+    assert d["points"]["positive"] == as_points(points[labels == 1])
+    assert d["points"]["negative"] == as_points(points[labels == 0])
+    assert d["colors"]["positive"] == [POSITIVE_COLOR] and d["colors"]["negative"] == [NEGATIVE_COLOR]
+    assert d["colors"]["auto_positive"] == POSITIVE_COLOR and d["colors"]["auto_negative"] == NEGATIVE_COLOR
     # The best of SAM's three masks is shown, at full resolution for this small image.
     result = widget.result
-    assert result.masks.shape == (3, H, W) and widget.mask_index == result.best
+    assert result.masks.shape == (3, H, W) and widget.candidate == result.best
     np.testing.assert_array_equal(widget.mask, result.masks[result.best])
     np.testing.assert_array_equal(widget.mask, widget.refiner.mask)
-    np.testing.assert_array_equal(shown_mask(widget), widget.mask)
-    assert mask_visible(widget)
+    np.testing.assert_array_equal(d["mask"], widget.mask)
+    assert d["mask_visible"]
     assert widget.sam_ready and "SAM ready" in widget.sam_status
     assert "automatic points" in widget.status
 
@@ -170,7 +136,8 @@ def test_threshold_moves_the_automatic_points_and_undo_brings_back(widget):
     assert len(points) > len(before)
     np.testing.assert_array_equal(widget.points, points)
     np.testing.assert_array_equal(spy.calls[-1]["points"], points)
-    assert trace_points(widget, H_POS) == [tuple(map(float, p)) for p in points[labels == 1]]
+    assert shown(widget)["auto_points"]["positive"] == as_points(points[labels == 1])
+    assert widget.controls["threshold"].value == 0.5
     assert widget.undo()
     np.testing.assert_array_equal(widget.points, before)
 
@@ -179,52 +146,67 @@ def test_threshold_moves_the_automatic_points_and_undo_brings_back(widget):
 
 def test_click_adds_a_positive_point_shown_and_sent_to_sam(widget):
     spy = PredictSpy(widget.refiner)
-    before_result, before_png = widget.result, widget._fig.layout.images[IMG_MASK].source
+    before_result, before_mask = widget.result, shown(widget)["mask"]
     count = len(widget.points)
-    plot_click(widget, T_CATCH, 40.5, 30.5)
+    widget.view.click(40.5, 30.5)  # what a browser click on the SAM panel does
     assert len(widget.points) == count + 1
     assert widget.points[-1].tolist() == [40, 30] and widget.point_labels[-1] == 1
     np.testing.assert_array_equal(spy.calls[-1]["points"][-1], [40, 30])
-    assert (40.0, 30.0) in shown_points(widget, "positive")
+    d = shown(widget)
+    assert (40.0, 30.0) in d["points"]["positive"]
     assert widget.result is not before_result
-    np.testing.assert_array_equal(shown_mask(widget), widget.mask)
-    assert widget._fig.layout.images[IMG_MASK].source != before_png or np.array_equal(before_result.mask, widget.mask)
+    np.testing.assert_array_equal(d["mask"], widget.mask)
+    assert not np.array_equal(d["mask"], before_mask) or np.array_equal(before_result.mask, widget.mask)
     assert widget.last_click["action"] == "added a positive point at (40, 30)"
     assert "Added a positive point at (40, 30)" in widget.status
 
 
-def test_clicking_the_heat_panel_also_adds_points(widget):
+def test_clicking_the_heat_panel_also_adds_points(widget, explainer, tiny_sam, image):
     count = len(widget.points)
-    plot_click(widget, H_HEAT, 100, 70)
+    widget.view.click(100, 70, panel="heat")
     assert widget.points[-1].tolist() == [100, 70] and len(widget.points) == count + 1
+    with pytest.raises(ValueError, match="panel must be one of"):
+        widget.view.click(1, 1, panel="left")
+    w = SamWidget(explainer, SamRefiner(tiny_sam), image)  # no text: the heat panel shows nothing to click
+    assert w.wait(60) and shown(w)["heat"] is None
+    w.view.click(100, 70, panel="heat")
+    assert len(w.points) == 0
+    w.view.click(100, 70)
+    assert w.points.tolist() == [[100, 70]]
 
 
 def test_negative_points_by_mode_or_modifier_key(widget):
-    plot_click(widget, T_CATCH, 10, 10, alt=True)
+    widget.view.click(10, 10, alt=True)
     assert widget.point_labels[-1] == 0
-    assert (10.0, 10.0) in shown_points(widget, "negative")
+    assert (10.0, 10.0) in shown(widget)["points"]["negative"]
     widget.mode = "negative"
-    plot_click(widget, T_CATCH, 130, 10)
+    assert widget.controls["mode"].value == "negative"
+    widget.view.click(130, 10)
     assert widget.point_labels[-1] == 0
-    plot_click(widget, T_CATCH, 130, 85, alt=True)  # the modifier flips the mode
+    widget.view.click(130, 85, alt=True)  # the modifier flips the mode
     assert widget.point_labels[-1] == 1
-    plot_click(widget, T_CATCH, 70, 85, shift=True)  # Shift too, when plotly passes it on
+    widget.view.click(70, 85, shift=True)  # Shift too, when plotly passes it on
     assert widget.point_labels[-1] == 1
-    widget.mode = "positive"
-    plot_click(widget, T_CATCH, 70, 20, shift=True)
+    widget.controls["mode"].value = "positive"  # the control sets the mode too
+    assert widget.mode == "positive"
+    widget.view.click(70, 20, shift=True)
+    assert widget.point_labels[-1] == 0
+    widget.click(75, 25, modifier=True)  # the Python route
     assert widget.point_labels[-1] == 0
 
 
 def test_click_near_a_point_removes_it(widget):
-    widget.refiner.reset_to([[20, 20], [100, 60]], [1, 0])
-    widget._draw_sam()
-    radius = widget._radius()
+    widget.clear()
+    widget.click(20, 20)
+    widget.click(100, 60, modifier=True)
+    assert widget.points.tolist() == [[20, 20], [100, 60]] and widget.point_labels.tolist() == [1, 0]
+    radius = widget.remove_radius
     assert radius == pytest.approx(max(3.0, 0.015 * W))
-    plot_click(widget, T_CATCH, 100 + radius * 0.6, 60)
+    widget.view.click(100 + radius * 0.6, 60)
     assert widget.points.tolist() == [[20, 20]]
-    assert shown_points(widget, "negative") == []
+    assert shown(widget)["points"]["negative"] == []
     assert "Removed the point at (100, 60)" in widget.status
-    plot_click(widget, T_CATCH, 20 + radius * 1.5, 20)  # not close enough: a new point
+    widget.view.click(20 + radius * 1.5, 20)  # not close enough: a new point
     assert len(widget.points) == 2
 
 
@@ -239,8 +221,9 @@ def test_undo_redo_reset_clear_buttons(widget):
     c["redo"].click()
     assert widget.points[-1].tolist() == [6, 90]
     c["clear"].click()
-    assert len(widget.points) == 0 and widget.mask is None and not mask_visible(widget)
-    assert len(widget._fig.layout.shapes) == 0
+    d = shown(widget)
+    assert len(widget.points) == 0 and widget.mask is None and not d["mask_visible"]
+    assert d["points"] == {"positive": [], "negative": []} and d["box"] is None and d["outline"] == []
     c["reset"].click()
     np.testing.assert_array_equal(widget.points, auto)
     assert widget.mask is not None
@@ -248,21 +231,22 @@ def test_undo_redo_reset_clear_buttons(widget):
 
 def test_box_drag(widget):
     widget.mode = "box"
-    assert widget._fig.layout.dragmode == "select"
+    assert shown(widget)["box_mode"]
     spy = PredictSpy(widget.refiner)
-    for i, t in enumerate(widget._fig.data):  # what plotly does for a box drawn on the SAM panel
-        t._dispatch_on_selection(Points([], [], [], t.name, i), BoxSelector(xrange=[90.2, 20.0], yrange=[10.0, 70.7]))
+    widget.view.select_box([90.2, 20.0], [10.0, 70.7])  # what plotly reports for a box drawn on the SAM panel
     np.testing.assert_allclose(widget.box, [20.0, 10.0, 90.2, 70.7], atol=1e-4)
     np.testing.assert_allclose(spy.calls[-1]["box"], [20.0, 10.0, 90.2, 70.7], atol=1e-4)
     assert widget.error is None, widget.error
-    (box,) = shapes(widget, "box")
-    np.testing.assert_allclose([box.x0, box.y0, box.x1, box.y1], [20.0, 10.0, 90.2, 70.7], atol=1e-4)
+    d = shown(widget)
+    np.testing.assert_allclose(d["box"], [20.0, 10.0, 90.2, 70.7], atol=1e-4)
+    assert d["colors"]["box"] == BOX_COLOR
     calls = len(spy.calls)
-    for i, t in enumerate(widget._fig.data):  # a box on the heat panel has no x/y range: ignored
-        t._dispatch_on_selection(Points([], [], [], t.name, i), BoxSelector(xrange=None, yrange=None))
+    widget.view.select_box(None, None)  # a box on the heat panel has no x/y range: ignored
     assert len(spy.calls) == calls and widget.error is None
+    widget.drag_box(10, 60, 50, 20)  # the Python route
+    np.testing.assert_allclose(widget.box, [10, 20, 50, 60])
     widget.mode = "positive"
-    assert widget._fig.layout.dragmode is False
+    assert not shown(widget)["box_mode"]
 
 
 # --- candidates and display --------------------------------------------------------------------------
@@ -275,27 +259,32 @@ def test_candidate_masks_are_selectable(widget):
         assert f"{score:.3f}" in text
     other = (result.best + 1) % 3
     control.value = other
-    assert widget.mask_index == other
+    assert widget.candidate == other
     np.testing.assert_array_equal(widget.mask, result.masks[other])
-    np.testing.assert_array_equal(shown_mask(widget), result.masks[other])
-    assert control.value == other
+    np.testing.assert_array_equal(shown(widget)["mask"], result.masks[other])
+    third = (other + 1) % 3
+    widget.candidate = third  # from Python: the control follows
+    assert control.value == third
+    np.testing.assert_array_equal(shown(widget)["mask"], result.masks[third])
     widget.click(7, 7)  # a new prediction shows its best mask again
-    assert widget.mask_index == widget.result.best
-    with pytest.raises(IndexError, match="there are 3"):
-        widget.mask_index = 3
+    assert widget.candidate == widget.result.best == control.value
+    with pytest.raises(InvalidStateError, match="there are 3"):
+        widget.candidate = 3
+    assert widget.candidate == widget.result.best  # unchanged
 
 
 def test_opacity_and_outline_only(widget):
     widget.opacity = 0.25
-    assert widget._fig.layout.images[IMG_MASK].opacity == 0.25
-    assert shapes(widget, "outline") == []  # the filled view has no outline
+    assert widget.controls["opacity"].value == 0.25
+    d = shown(widget)
+    assert d["mask_opacity"] == 0.25
+    assert d["outline"] == []  # the filled view has no outline
     widget.outline_only = True
-    assert not mask_visible(widget)
-    (outline,) = shapes(widget, "outline")
-    rings = [ring for ring in outline.path.split("Z") if ring]
-    assert len(rings) >= 1 and all(ring.startswith("M") for ring in rings)
-    vertices = np.array([[float(v) for v in point.split(",")] for ring in rings
-                         for point in ring[1:].split("L")])
+    d = shown(widget)
+    assert not d["mask_visible"]
+    rings = d["outline"]
+    assert len(rings) >= 1
+    vertices = np.concatenate(rings)
     assert len(vertices) > 4
     mask = widget.mask
     # Every outline vertex lies between a mask pixel and a background pixel.
@@ -304,9 +293,10 @@ def test_opacity_and_outline_only(widget):
         rows = [int(np.floor(y)), int(np.ceil(y))]
         window = mask[np.clip(rows, 0, H - 1)][:, np.clip(cols, 0, W - 1)]
         assert window.any() and (not window.all() or x in (0, W - 1) or y in (0, H - 1))
-    assert outline.line.color == MASK_COLOR
-    widget.outline_only = False
-    assert mask_visible(widget) and shapes(widget, "outline") == []
+    assert d["colors"]["outline"] == MASK_COLOR
+    widget.controls["outline"].value = False
+    d = shown(widget)
+    assert not widget.outline_only and d["mask_visible"] and d["outline"] == []
 
 
 # --- background embedding ---------------------------------------------------------------------------
@@ -316,19 +306,21 @@ def test_widget_stays_usable_while_the_embedding_computes(explainer, tiny_sam, i
     w = SamWidget(explainer, refiner, image, text="cat")
     assert refiner.waiting.wait(10)
     assert not w.sam_ready and "SAM: waiting for the test" in w.sam_status
-    assert w._progress.layout.display is None  # the progress bar shows
-    assert w._runner.wait(30)  # the text's map arrives while SAM is still busy
+    assert w.controls["sam_progress"].layout.display is None  # the progress bar shows
+    assert w.busy
+    assert w.wait(30, name="explain")  # the text's map arrives while SAM is still busy
     assert w.heat is not None and len(w.auto_points[0]) > 0
     w.text = "dog"
-    assert w._runner.wait(30) and w.explanation.labels == ("dog",)
+    assert w.wait(30, name="explain") and w.explanation.labels == ("dog",)
     w.threshold = 0.6
     assert len(w.points) == 0 and w.mask is None  # nothing for SAM yet
-    w._on_click(10, 10)  # a click now only explains why nothing happens
+    w.click(10, 10)  # a click now only explains why nothing happens
     assert "still computing the image embedding" in w.status and len(refiner.points) == 0
     refiner.gate.set()
     assert w.wait(30) and w.sam_ready and w.error is None, w.error
+    assert not w.busy
     np.testing.assert_array_equal(w.points, w.auto_points[0])  # dog's points at 0.6, applied once ready
-    assert w.mask is not None and w._progress.layout.display == "none"
+    assert w.mask is not None and w.controls["sam_progress"].layout.display == "none"
 
 
 def test_a_newer_image_discards_the_older_embedding(explainer, tiny_sam, image):
@@ -362,26 +354,42 @@ def test_errors_are_shown_and_the_widget_keeps_working(widget):
     with pytest.raises(ImageInputError):
         widget.image = np.zeros((4, 5, 7))
     assert widget.error and widget.image.shape == (H, W, 3)
-    widget.text = "cat+"
-    assert widget.wait(30)
-    assert "empty part" in widget.error
+    with pytest.raises(InvalidStateError, match="empty part"):
+        widget.text = "cat+"
+    assert widget.text == "cat"
+    widget.controls["text"].value = "cat+"  # typed in the box: refused, shown, and the box put back
+    assert "empty part" in widget.error and widget.text == "cat" and widget.controls["text"].value == "cat"
     widget.text = "dog"
-    assert widget.wait(30) and widget.error is None
+    assert widget.controls["text"].value == "dog"
+    assert widget.wait(30) and widget.error is None and widget.explanation.labels == ("dog",)
     with pytest.raises(ValueError, match="outside the 144x96 image"):
         widget.click(W + 5, 3)
     assert "outside" in widget.error
     widget.click(3, 3)
     assert widget.error is None and widget.points[-1].tolist() == [3, 3]
-    with pytest.raises(ValueError, match="Unknown mode"):
-        widget.mode = "lasso"
+    for name, value, allowed in (("mode", "lasso", "one of 'positive'"), ("threshold", 1.5, "from 0 to 1"),
+                                 ("opacity", -0.1, "from 0 to 1"), ("outline_only", 1, "True or False"),
+                                 ("size", 100, "whole 16-pixel patches"), ("candidate", -1, ">= 0")):
+        before = getattr(widget, name)
+        with pytest.raises(InvalidStateError, match=allowed):
+            setattr(widget, name, value)
+        assert getattr(widget, name) == before  # nothing changed
     with pytest.raises(TypeError, match="needs a SamRefiner"):
         SamWidget(widget.explainer, object())
+
+
+def test_non_square_input_size(explainer, tiny_sam, image):
+    w = SamWidget(explainer, SamRefiner(tiny_sam), image, text="cat", size=(160, 224))
+    assert w.wait(60) and w.error is None, w.error
+    assert w.explanation.input_size == (160, 224) and w.explanation.grid == (10, 14)
+    w.size = 192
+    assert w.wait(60) and w.explanation.grid == (12, 12)
 
 
 def test_user_text_is_escaped_in_titles(explainer, tiny_sam, image):
     w = SamWidget(explainer, SamRefiner(tiny_sam), image, text=INJECTION)
     assert w.wait(60)
-    title = w._fig.layout.annotations[1].text
+    title = shown(w)["titles"]["heat"]
     assert "<img" not in title and "&lt;img" in title
     assert "<img" not in w._status_html.value
 
@@ -390,7 +398,7 @@ def test_no_text_means_clicks_only(explainer, tiny_sam, image):
     w = SamWidget(explainer, SamRefiner(tiny_sam), image)
     assert w.wait(60) and w.error is None
     assert w.heat is None and len(w.points) == 0 and w.mask is None
-    assert "type a text" in w._fig.layout.annotations[1].text
+    assert "type a text" in shown(w)["titles"]["heat"]
     w.click(50, 50)
     assert w.points.tolist() == [[50, 50]] and w.mask is not None
 

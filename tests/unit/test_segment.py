@@ -223,6 +223,16 @@ def test_synonyms_combined_after_softmax_not_averaged():
     assert class_max(names_cos, (0, 0, 1), 2)[:, 0, 0].tolist() == pytest.approx([1.0, 1 / math.sqrt(1.04)])
 
 
+def test_class_probabilities_equal_softmax_then_max():
+    gen = torch.Generator().manual_seed(3)
+    cosines = torch.rand(7, 5, 6, generator=gen) * 2 - 1
+    name_class = (0, 0, 1, 2, 2, 2, 3)
+    soft = (50.0 * cosines).softmax(dim=0)
+    want = torch.stack([soft[[q for q, c in enumerate(name_class) if c == k]].amax(0) for k in range(4)])
+    assert torch.allclose(class_probabilities(cosines, name_class, 4, 50.0), want, atol=1e-6)
+    assert class_probabilities(cosines, name_class, 4, 50.0).sum(0).max() <= 1 + 1e-6
+
+
 def fake_dense(model, pixels, method, **params):
     """Stand-in for encode_dense: each patch token is the pixel vector at the patch's top-left."""
     b, _, h, w = pixels.shape

@@ -22,8 +22,11 @@ class Counter(ExplorerWidget):
         self.applied = []
         self.children = [self._status_html, self._error_html]
 
-    def request(self, value, gate: threading.Event | None = None, fail: Exception | None = None):
-        def work():
+    def request(self, value, gate: threading.Event | None = None, fail: Exception | None = None, name="main",
+                seen: list | None = None):
+        def work(job):
+            if seen is not None:
+                seen.append(job)
             if gate is not None:
                 assert gate.wait(10)
             if fail is not None:
@@ -34,7 +37,7 @@ class Counter(ExplorerWidget):
             self.applied.append(result)
             self.shown = result
 
-        return self._submit(work, apply, busy_text=f"computing {value}…", doing="computing")
+        return self.submit(name, work, apply, busy_text=f"computing {value}…", doing="computing")
 
     def _render_figure(self):
         if self.shown is None:
@@ -152,3 +155,44 @@ def test_figure_waits_for_pending_work_and_save_writes_each_format(tmp_path):
     assert w.save(tmp_path / "v.pdf").read_bytes().startswith(b"%PDF")
     with pytest.raises(ValueError, match="Unsupported figure format"):
         w.save(tmp_path / "v.gif")
+
+
+# --- named jobs ---------------------------------------------------------------------------------
+
+def test_named_jobs_run_side_by_side_and_replace_only_their_own_name():
+    w, slow, quick_seen, slow_seen = Counter(), threading.Event(), [], []
+    w.request(1, slow, name="embedding", seen=slow_seen)   # a long job under one name
+    w.request(2, name="explain", seen=quick_seen)          # another name is not held up by it
+    assert w.wait(5, name="explain") and w.shown == 2
+    assert w.busy and not w.wait(0.05)                      # the embedding still runs
+    w.request(3, name="embedding")                          # replaces the running embedding
+    assert slow_seen[0].stopped.is_set()                    # ... which is told to stop at once
+    slow.set()
+    assert w.wait(5)
+    assert w.applied == [2, 3] and not quick_seen[0].stopped.is_set()
+
+
+def test_cancel_drops_the_result_and_keeps_the_view():
+    w, gate, seen = Counter(), threading.Event(), []
+    w.request(4)
+    w.wait(5)
+    w.request(5, gate, name="pass", seen=seen)
+    time.sleep(0.05)
+    w.cancel("pass")
+    assert seen and seen[0].stopped.is_set()
+    gate.set()
+    assert w.wait(5)
+    assert w.shown == 4 and w.applied == [4]
+
+
+def test_progress_updates_the_status_line_until_stopped():
+    w, gate, seen = Counter(), threading.Event(), []
+    w.request(6, gate, seen=seen)
+    time.sleep(0.05)
+    seen[0].progress("3 of 10 images")
+    assert w.status == "3 of 10 images"
+    w.cancel()
+    seen[0].progress("4 of 10 images")                      # ignored once stopped
+    assert w.status == "3 of 10 images"
+    gate.set()
+    w.wait(5)

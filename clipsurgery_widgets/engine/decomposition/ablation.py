@@ -1,4 +1,5 @@
-"""Mean ablation of decomposition terms and its effect on zero-shot accuracy (SPEC 9).
+"""Mean ablation of decomposition terms and its effect on zero-shot accuracy
+(docs/algorithms.md#text-based-decomposition).
 
 Replacing a term (a head, a whole attention layer, an MLP or the embedding) by its mean over an
 image set removes what it says about each particular image while keeping its average offset.
@@ -14,9 +15,13 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..errors import ImageInputError
+from ..errors import ClipSurgeryError, ImageInputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class DecompositionInputError(ClipSurgeryError, ValueError):
+    """A layer, head or ablation that the model does not have, or a request the data cannot answer."""
 
 
 @dataclass(frozen=True)
@@ -43,18 +48,25 @@ class Ablation:
         return cls(attn_layers=frozenset(range(num_layers)), mlps=frozenset(range(num_layers)), embedding=True,
                    heads=frozenset((l, h) for l in range(num_layers) for h in range(num_heads)))
 
+    def toggled(self, heads: Iterable[tuple[int, int]] = (), attn_layers: Iterable[int] = (),
+                mlps: Iterable[int] = (), embedding: bool = False) -> "Ablation":
+        """This ablation with the given terms switched: ablated ones restored, the others ablated."""
+        return Ablation(heads=self.heads ^ {(int(l), int(h)) for l, h in heads},
+                        attn_layers=self.attn_layers ^ {int(l) for l in attn_layers},
+                        mlps=self.mlps ^ {int(l) for l in mlps}, embedding=self.embedding != bool(embedding))
+
     @property
     def empty(self) -> bool:
         return not (self.heads or self.attn_layers or self.mlps or self.embedding)
 
     def check(self, num_layers: int, num_heads: int) -> None:
-        """Raise ValueError naming any layer or head the model does not have."""
+        """Raise DecompositionInputError (a ValueError) naming any layer or head the model does not have."""
         bad = [f"head {p}" for p in sorted(self.heads) if not (0 <= p[0] < num_layers and 0 <= p[1] < num_heads)]
         bad += [f"attention layer {l}" for l in sorted(self.attn_layers) if not 0 <= l < num_layers]
         bad += [f"MLP {l}" for l in sorted(self.mlps) if not 0 <= l < num_layers]
         if bad:
-            raise ValueError(f"Cannot ablate {', '.join(bad)}: this model has layers 0..{num_layers - 1} with heads "
-                             f"0..{num_heads - 1} each.")
+            raise DecompositionInputError(f"Cannot ablate {', '.join(bad)}: this model has layers "
+                                          f"0..{num_layers - 1} with heads 0..{num_heads - 1} each.")
 
 
 @dataclass(frozen=True)
@@ -177,7 +189,7 @@ def folder_ablation(explainer: Any, root: str | os.PathLike, ablations: Ablation
     """Zero-shot accuracy of a labelled image folder before and after each ablation.
 
     The folder's own images give the means. templates: prompt templates for the class names
-    (default: the 85 of SPEC 3). Per-image terms are saved and resumed (see decompose_images).
+    (default: the 85 of docs/algorithms.md#text-features). Per-image terms are saved and resumed (see decompose_images).
     """
     from ..text.encoding import TEMPLATES
     from .dataset_pass import decompose_images

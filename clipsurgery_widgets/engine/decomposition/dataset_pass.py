@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, ContextManager, Iterable
 
 import numpy as np
 import torch
@@ -67,7 +68,8 @@ class ImageSetTerms:
 def decompose_images(model: Any, images: Iterable[Any], size: int | tuple[int, int] | None = None,
                      cache_dir: str | os.PathLike | bool | None = None, progress: bool = True,
                      stop: Callable[[], bool] | threading.Event | None = None,
-                     on_image: Callable[[int, int | None], None] | None = None) -> ImageSetTerms:
+                     on_image: Callable[[int, int | None], None] | None = None,
+                     lock: ContextManager | None = None) -> ImageSetTerms:
     """Per-head terms of every image of a set, saved per image and resumed from what is saved.
 
     Args:
@@ -80,6 +82,8 @@ def decompose_images(model: Any, images: Iterable[Any], size: int | tuple[int, i
         stop: a callable or threading.Event checked before each image; when true the pass raises
             :class:`PassInterrupted` (the images done so far stay saved).
         on_image: called as ``on_image(done, total)`` after each image (total None if unknown).
+        lock: held while each image runs through the model (e.g. ``Explainer.model_lock``), so that
+            other threads can use the model between images.
     """
     loaded = _loaded(model)
     visual = vision_tower(loaded)
@@ -99,7 +103,8 @@ def decompose_images(model: Any, images: Iterable[Any], size: int | tuple[int, i
             key = content_hash(rgb, hw, loaded.fingerprint, FORMAT_VERSION)
             saved = _read(folder / f"{key}.npz") if folder else None
             if saved is None:
-                saved = _compute(loaded, rgb, hw)
+                with lock if lock is not None else nullcontext():
+                    saved = _compute(loaded, rgb, hw)
                 if folder:
                     _write(folder / f"{key}.npz", saved)
             results.append(saved)

@@ -1,4 +1,5 @@
-"""Text-based decomposition of a CLIP ViT's image embedding (Gandelsman et al.; SPEC 9).
+"""Text-based decomposition of a CLIP ViT's image embedding (Gandelsman et al.;
+docs/algorithms.md#text-based-decomposition).
 
 The class-token stream at the end of the tower is z = e + sum_l A_l + sum_l M_l. Each attention
 output A_l splits exactly into one term per (position i, head h):
@@ -195,7 +196,8 @@ def _layer_scale(scale: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 class _FrozenLnPost:
-    """ln_post with the class token's own mean and std frozen, then proj and / ||r|| (SPEC 9).
+    """ln_post with the class token's own mean and std frozen, then proj and / ||r||
+    (docs/algorithms.md#text-based-decomposition).
 
     A term x carrying a share ``share`` of one of ``components`` stream components maps to
     (gamma * (x - mu * s) / sigma + beta * s) @ proj / ||r||, with s = share / components.
@@ -227,7 +229,8 @@ class _FrozenLnPost:
 def spatial_maps(decomposition: Decomposition, label_features: torch.Tensor,
                  heads: Sequence[tuple[int, int]] | None = None,
                  size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Zero-shot maps of each label from the per-position attention terms (SPEC 9).
+    """Zero-shot maps of each label from the per-position attention terms
+    (docs/algorithms.md#text-based-decomposition).
 
     Sum the patch positions' terms over layers and heads (or only ``heads``, a list of (layer,
     head)), dot with each label's embedding, subtract the mean over the labels per position (when
@@ -264,7 +267,7 @@ def spatial_maps(decomposition: Decomposition, label_features: torch.Tensor,
 
 
 def segment_maps(maps: torch.Tensor) -> torch.Tensor:
-    """Binary foreground masks: each map thresholded at its own mean (SPEC 9). [..., gh, gw] -> bool."""
+    """Binary foreground masks: each map thresholded at its own mean (see docs/algorithms.md). [..., gh, gw] -> bool."""
     return maps > maps.mean(dim=(-2, -1), keepdim=True)
 
 

@@ -1,4 +1,5 @@
-"""TEXTSPAN: describe what one attention head writes with a few texts (Gandelsman et al.; SPEC 9).
+"""TEXTSPAN: describe what one attention head writes with a few texts (Gandelsman et al.;
+docs/algorithms.md#text-based-decomposition).
 
 A head's contributions over an image set, C [K x D], are explained greedily by texts from a pool:
 the texts are first projected onto the span of C's top right singular vectors; then, m times,

@@ -143,3 +143,12 @@ class EmbeddingCache:
                     "features": embedding.features.detach().cpu(),
                     "original_size": list(embedding.original_size), "input_size": list(embedding.input_size)}, tmp)
         os.replace(tmp, path)  # atomic: readers never see a half-written file
+
+
+def install_embedding(predictor, embedding: Embedding) -> None:
+    """Point a ``SamPredictor`` at a computed embedding (the bookkeeping ``set_torch_image`` does)."""
+    predictor.reset_image()
+    predictor.features = embedding.features
+    predictor.original_size = embedding.original_size
+    predictor.input_size = embedding.input_size
+    predictor.is_image_set = True

@@ -48,7 +48,7 @@ class InstanceMasks:
 
 
 def cell_to_pixel(rows: np.ndarray, cols: np.ndarray, grid: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-    """Grid cell centres -> int64 [K, 2] (x, y) pixels, the SPEC 6 mapping."""
+    """Grid cell centres -> int64 [K, 2] (x, y) pixels, the mapping of docs/algorithms.md#points-for-sam."""
     (gh, gw), (h, w) = grid, size
     x = np.minimum((cols + 0.5) * w / gw, w - 1).astype(np.int64)
     y = np.minimum((rows + 0.5) * h / gh, h - 1).astype(np.int64)

@@ -1,6 +1,7 @@
-"""Checking SAM prompts (points, labels, box, mask input) into a :class:`PromptState`.
+"""SAM prompts: the automatic points of a CLIP Surgery map, and checking prompts into a :class:`PromptState`.
 
 Pure functions of the inputs and the image size; every bad input gets an error naming the fix.
+The points follow docs/algorithms.md#points-for-sam.
 """
 from __future__ import annotations
 
@@ -9,7 +10,55 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..maps import combine_targets, map_to_points
+from ..text.labels import parse_target
 from .results import PromptState, frozen
+
+
+def map_point_scores(explainer: Any, image: Any, text: str,
+                     size: int | tuple[int, int] = 224) -> tuple[Any, np.ndarray]:
+    """The CLIP Surgery map of ``text`` and the patch scores its SAM points come from.
+
+    Args:
+        explainer: an :class:`~clipsurgery_widgets.engine.explainer.Explainer`.
+        image: RGB uint8 [H, W, 3] or anything the explainer reads.
+        text: one target, or "a+b" for a combined target (docs/algorithms.md#points-for-sam).
+        size: CLIP input size S or (S_h, S_w), multiples of the patch size.
+
+    Returns:
+        (Explanation of ``[text]``, scores): float32 [N] patch scores of the text, or for a
+        combined target [N, P] single-text scores of each of its P parts; give them to
+        :func:`points_from_map`.
+    """
+    parts = parse_target(text)
+    explanation = explainer.explain(image, [text], method="surgery", size=size)
+    if len(parts) > 1:
+        scores = explainer.target_part_scores(image, text, size=size)
+    else:
+        scores = explanation.surgery.patch_scores[:, 0]
+    return explanation, np.asarray(scores, dtype=np.float32)
+
+
+def points_from_map(scores: Any, grid: tuple[int, int], size: tuple[int, int], threshold: float = 0.8,
+                    downsample: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """SAM's automatic points from a surgery map (docs/algorithms.md#points-for-sam).
+
+    Args:
+        scores: patch scores [N] of one label (:func:`~..maps.map_to_points`), or [N, P] of the
+            parts of a combined target "a+b" (:func:`~..maps.combine_targets`); N == gh * gw.
+        grid: (gh, gw) patch grid.   size: (H, W) of the original image.
+        threshold, downsample: as in :func:`~..maps.map_to_points`.
+
+    Returns:
+        points int64 [K, 2] (x, y) pixels, labels uint8 [K] (1 positive, 0 negative); K may be 0
+        (a constant map has no cells above the threshold).
+    """
+    arr = as_numpy(scores)
+    if arr.ndim == 1:
+        return map_to_points(arr, grid, size=size, threshold=threshold, downsample=downsample)
+    if arr.ndim == 2:
+        return combine_targets(arr, grid, size, threshold, downsample)
+    raise ValueError(f"scores must be patch scores [N] or part scores [N, P], got shape {arr.shape}.")
 
 
 def as_numpy(value: Any) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Segment Anything refinement: masks from clicks, boxes, or a CLIP Surgery map.
 
 :class:`SamRefiner` wraps a ``segment_anything`` ``Sam`` model and a ``SamPredictor``. It keeps
-the image embedding of each image (``sam_embeddings``: bounded in-memory cache, optional disk
+the image embedding of each image (``embeddings``: bounded in-memory cache, optional disk
 cache keyed by image content and model weights), the current prompts with an undo/redo history,
 and the last prediction. :func:`load_sam_from_env` builds one from ``CLIPSURGERY_SAM``.
 
@@ -11,8 +11,9 @@ that lock (one computation at a time), so a widget can run :meth:`set_image` in 
 thread while its UI thread keeps reading state; when two ``set_image`` calls overlap, the later
 call wins.
 
-Related modules: ``sam_results`` (PromptState, SamResult), ``sam_prompts`` (input checks),
-``sam_instances`` (one prompt per object), ``sam_models`` (tiny SAM, checkpoints, fingerprints).
+Related modules: ``results`` (PromptState, PromptHistory, RefinerState, SamResult), ``prompts`` (input checks,
+points from a map), ``instances`` (one prompt per object), ``models`` (tiny SAM, checkpoints,
+fingerprints), ``loader`` (the SAM named by ``CLIPSURGERY_SAM``).
 """
 from __future__ import annotations
 
@@ -23,36 +24,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
-from ..errors import ModelLoadError, UnsupportedModelError
 from ..images import load_image
-from ..maps import combine_targets, map_to_points
 from .embeddings import (
     Embedding,
     EmbeddingCache,
     Progress,
     compute_embedding,
     embedding_key,
+    install_embedding,
 )
 from .instances import InstanceMasks, InstancePrompt, instance_prompts
-from .models import (
-    SAM_ARCHITECTURES,
-    TINY_SAM_SEED,
-    build_tiny_sam,
-    load_sam_checkpoint,
-    module_fingerprint,
+from .loader import (  # noqa: F401  (re-exported)
+    DEFAULT_SAM_SPEC,
+    SAM_ENV,
+    load_sam_from_env,
+    refiner_from_checkpoint,
+    refiner_from_pretrained,
 )
-from .prompts import as_numpy, check_box, check_points, make_state
-from .results import NO_PROMPTS, PromptState, SamResult, frozen
-
-SAM_ENV = "CLIPSURGERY_SAM"
-DEFAULT_SAM_SPEC = "vit_b"
-_HISTORY_LIMIT = 200
+from .models import SAM_ARCHITECTURES, TINY_SAM_SEED, build_tiny_sam, module_fingerprint  # noqa: F401
+from .prompts import check_box, check_points, make_state, points_from_map
+from .results import NO_PROMPTS, PromptState, RefinerState, SamResult, frozen
 
 
-class SamRefiner:
+class SamRefiner(RefinerState):
     """Interactive SAM on one image at a time; see the module docstring for thread safety.
 
     Args:
@@ -83,54 +79,13 @@ class SamRefiner:
         self._compute_lock = threading.Lock()     # one embedding computation at a time
         self._fingerprint_lock = threading.Lock()
         self._requested = 0                       # set_image tickets: the latest call wins
-        self._image_key: str | None = None
-        self._image_size: tuple[int, int] | None = None
-        self._state = NO_PROMPTS
-        self._undo: list[PromptState] = []
-        self._redo: list[PromptState] = []
-        self._result: SamResult | None = None
+        super().__init__()  # the image key and size, the prompts with their history, the result
         self.embeddings_computed = 0              # how many times the image encoder ran
 
-    # --- construction ---------------------------------------------------------------------------
+    # --- construction (see .loader) -----------------------------------------------------------
 
-    @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, model_type: str | None = None,
-                        device: str | torch.device | None = None, *, trust_checkpoint: bool = False,
-                        embedding_cache_dir: str | os.PathLike | None = None, **kwargs: Any) -> "SamRefiner":
-        """Load an official SAM checkpoint (``sam_vit_b_01ec64.pth``, ...).
-
-        Args:
-            path: the ``.pth`` file.
-            model_type: ``"vit_b"``, ``"vit_l"``, ``"vit_h"`` (or ``"tiny"``); None infers it from
-                the weights. A type that does not match the file is an error.
-            device: default CUDA when available, else CPU.
-            trust_checkpoint: read with ``weights_only=False``; only for files you trust
-                (unpickling can run arbitrary code).
-            embedding_cache_dir: passed to the refiner as ``cache_dir``.
-            kwargs: other :class:`SamRefiner` options.
-        """
-        from ..loading import default_device
-
-        sam = load_sam_checkpoint(path, model_type, trust_checkpoint=trust_checkpoint)
-        return cls(sam.to(default_device(device)).eval(), cache_dir=embedding_cache_dir, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, model_type: str = "vit_b", cache_dir: str | os.PathLike | None = None,
-                        device: str | torch.device | None = None, *, progress: bool = True,
-                        **kwargs: Any) -> "SamRefiner":
-        """Download the official checkpoint once (checksum-verified, resumable) and load it.
-
-        ``cache_dir`` is where the checkpoint goes (default: the user cache, or
-        ``$CLIPSURGERY_CACHE_DIR/sam``). Offline, this fails fast with the URL and the path to put
-        a manually downloaded file at. Other keyword arguments go to :meth:`from_checkpoint`.
-        """
-        from .downloads import SAM_CHECKPOINTS, download_checkpoint
-
-        if model_type not in SAM_CHECKPOINTS:
-            raise UnsupportedModelError(f"No official checkpoint for SAM model_type {model_type!r}: choose one of "
-                                        f"{', '.join(SAM_CHECKPOINTS)}.")
-        path = download_checkpoint(model_type, dest_dir=cache_dir, progress=progress)
-        return cls.from_checkpoint(path, model_type, device, **kwargs)
+    from_checkpoint = classmethod(refiner_from_checkpoint)
+    from_pretrained = classmethod(refiner_from_pretrained)
 
     # --- read-only state ------------------------------------------------------------------------
 
@@ -150,62 +105,6 @@ class SamRefiner:
     @property
     def max_cached_images(self) -> int:
         return self.embeddings.max_items
-
-    @property
-    def image_key(self) -> str | None:
-        """Cache key of the image currently set (None before the first :meth:`set_image`)."""
-        return self._image_key
-
-    @property
-    def image_size(self) -> tuple[int, int] | None:
-        """(H, W) of the image currently set."""
-        return self._image_size
-
-    @property
-    def prompts(self) -> PromptState:
-        return self._state
-
-    @property
-    def points(self) -> np.ndarray:
-        """Current points, int64 [P, 2] (x, y)."""
-        return self._state.points
-
-    @property
-    def point_labels(self) -> np.ndarray:
-        """Current point labels, uint8 [P] (1 positive, 0 negative)."""
-        return self._state.labels
-
-    @property
-    def box(self) -> np.ndarray | None:
-        """Current box, float32 [4] (x0, y0, x1, y1), or None."""
-        return self._state.box
-
-    @property
-    def result(self) -> SamResult | None:
-        """The last prediction for the current prompts (None if there is none)."""
-        return self._result
-
-    @property
-    def mask(self) -> np.ndarray | None:
-        """Best mask of the last prediction, bool [H, W]."""
-        return None if self._result is None else self._result.mask
-
-    @property
-    def masks(self) -> np.ndarray | None:
-        """All masks of the last prediction, bool [M, H, W]."""
-        return None if self._result is None else self._result.masks
-
-    @property
-    def scores(self) -> np.ndarray | None:
-        return None if self._result is None else self._result.scores
-
-    @property
-    def can_undo(self) -> bool:
-        return bool(self._undo)
-
-    @property
-    def can_redo(self) -> bool:
-        return bool(self._redo)
 
     # --- the image ------------------------------------------------------------------------------
 
@@ -286,30 +185,17 @@ class SamRefiner:
         """Add a click. Returns the new result (when an image is set and auto_predict is on)."""
         with self._lock:
             point = check_points(np.array([[x, y]]), self._image_size)
-            state = self._state
-            return self._edit(replace(state, points=np.concatenate([state.points, point]),
-                                      labels=np.concatenate([state.labels, [np.uint8(bool(positive))]]),
-                                      mask_input=None))
+            return self._edit(self._state.with_point(point, positive))
 
     def remove_point(self, index: int) -> SamResult | None:
         """Remove the point at ``index`` (negative indices count from the end)."""
         with self._lock:
-            count = len(self._state.points)
-            if not -count <= index < count:
-                raise IndexError(f"No point {index}: there are {count} points.")
-            keep = np.ones(count, dtype=bool)
-            keep[index] = False
-            return self._edit(replace(self._state, points=self._state.points[keep],
-                                      labels=self._state.labels[keep], mask_input=None))
+            return self._edit(self._state.without_point(index))
 
     def point_near(self, x: float, y: float, radius: float = 10.0) -> int | None:
         """Index of the point closest to (x, y) within ``radius`` pixels, or None."""
         with self._lock:
-            if not len(self._state.points):
-                return None
-            dist = np.hypot(*(self._state.points - np.array([x, y])).T)
-            index = int(np.argmin(dist))
-            return index if dist[index] <= radius else None
+            return self._state.nearest_point(x, y, radius)
 
     def remove_point_near(self, x: float, y: float, radius: float = 10.0) -> SamResult | None:
         """Remove the point closest to (x, y) if it is within ``radius`` pixels; else change nothing."""
@@ -335,19 +221,15 @@ class SamRefiner:
     def undo(self) -> bool:
         """Go back one prompt state (re-predicting). False when there is nothing to undo."""
         with self._lock:
-            if not self._undo:
+            if not self._history.undo():
                 return False
-            self._redo.append(self._state)
-            self._state = self._undo.pop()
             self._after_edit()
             return True
 
     def redo(self) -> bool:
         with self._lock:
-            if not self._redo:
+            if not self._history.redo():
                 return False
-            self._undo.append(self._state)
-            self._state = self._redo.pop()
             self._after_edit()
             return True
 
@@ -355,21 +237,15 @@ class SamRefiner:
 
     def points_from_scores(self, scores: Any, grid: tuple[int, int], image_size: tuple[int, int] | None = None,
                            threshold: float = 0.8, downsample: int = 2, multimask: bool | None = None) -> SamResult:
-        """Prompts from a surgery map (SPEC 6), then one SAM call; best of 3.
+        """Prompts from a surgery map (docs/algorithms.md#points-for-sam), then one SAM call; best of 3.
 
-        ``scores``: patch scores [N] of one label (``maps.map_to_points``), or [N, P] for a combined
-        target "a+b" (``maps.combine_targets``). The points become the current prompts (undoable)
-        and are in the returned result (``.points``, ``.labels``).
+        ``scores``: patch scores [N] of one label, or [N, P] for a combined target "a+b" (see
+        :func:`.prompts.points_from_map`). The points become the current prompts (undoable) and
+        are in the returned result (``.points``, ``.labels``).
         """
         with self._lock:
             size = self._check_image_size(image_size)
-            arr = as_numpy(scores)
-            if arr.ndim == 1:
-                points, labels = map_to_points(arr, grid, size=size, threshold=threshold, downsample=downsample)
-            elif arr.ndim == 2:
-                points, labels = combine_targets(arr, grid, size, threshold, downsample)
-            else:
-                raise ValueError(f"scores must be patch scores [N] or part scores [N, P], got shape {arr.shape}.")
+            points, labels = points_from_map(scores, grid, size, threshold, downsample)
             if len(points) == 0:
                 raise ValueError("The map gave no points (a constant map has no cells above the threshold): "
                                  "check the scores, or click points yourself.")
@@ -412,12 +288,7 @@ class SamRefiner:
                           tuple(self.model.prompt_encoder.mask_input_size))
 
     def _push(self, state: PromptState) -> None:
-        for arr in (state.points, state.labels):
-            frozen(arr)
-        self._undo.append(self._state)
-        del self._undo[:-_HISTORY_LIMIT]
-        self._redo.clear()
-        self._state = state
+        self._history.push(state)
 
     def _edit(self, state: PromptState) -> SamResult | None:
         self._push(state)
@@ -453,53 +324,12 @@ class SamRefiner:
         return result
 
     def _install(self, key: str, embedding: Embedding) -> None:
-        """Point the predictor at a cached embedding (the bookkeeping SamPredictor.set_torch_image does)."""
-        predictor = self.predictor
-        predictor.reset_image()
-        predictor.features = embedding.features
-        predictor.original_size = embedding.original_size
-        predictor.input_size = embedding.input_size
-        predictor.is_image_set = True
+        install_embedding(self.predictor, embedding)
         if key != self._image_key:
-            self._state, self._result = NO_PROMPTS, None
-            self._undo.clear()
-            self._redo.clear()
+            self._history.forget()
+            self._result = None
         self._image_key = key
         self._image_size = embedding.original_size
-
-
-def load_sam_from_env(default: str = DEFAULT_SAM_SPEC, device: str | torch.device | None = None,
-                      **kwargs: Any) -> SamRefiner:
-    """The SAM named by the ``CLIPSURGERY_SAM`` environment variable (notebooks use this).
-
-    Values: ``"tiny"`` (a tiny random SAM: fast, masks mean nothing; the tests use it),
-    ``"vit_b"`` (the default), ``"vit_l"`` or ``"vit_h"`` (official weights, downloaded once and
-    cached; offline this fails at once with instructions), or ``"vit_b:/path/sam_vit_b_01ec64.pth"``
-    for a file you have (a bare path infers the size from the weights). Other keyword arguments go
-    to :class:`SamRefiner` (e.g. ``cache_dir`` for embeddings on disk).
-    """
-    from .downloads import SAM_CHECKPOINTS
-
-    spec = os.environ.get(SAM_ENV, "").strip() or default
-    model_type, _, path = spec.partition(":")
-    if model_type not in SAM_ARCHITECTURES and (os.sep in spec or Path(spec).suffix in (".pth", ".pt")):
-        model_type, path = None, spec  # a bare path
-    if path:
-        return SamRefiner.from_checkpoint(path, model_type, device, **kwargs)
-    if model_type == "tiny":
-        from ..loading import default_device
-
-        return SamRefiner(build_tiny_sam().to(default_device(device)), **kwargs)
-    if model_type in SAM_CHECKPOINTS:
-        try:
-            return SamRefiner.from_pretrained(model_type, device=device, **kwargs)
-        except ModelLoadError as exc:
-            raise ModelLoadError(f"{exc} Or set {SAM_ENV}={model_type}:/path/to/the/file.pth to use a checkpoint you "
-                                 f"already have, or {SAM_ENV}=tiny for a tiny random SAM (fast, its masks mean "
-                                 f"nothing).") from None
-    raise UnsupportedModelError(f"{SAM_ENV}={spec!r} is not a SAM this package knows: use 'tiny', 'vit_b', 'vit_l', "
-                                f"'vit_h', or a model type and a checkpoint path such as "
-                                f"'vit_b:/path/to/sam_vit_b_01ec64.pth'.")
 
 
 __all__ = ["SamRefiner", "SamResult", "PromptState", "InstancePrompt", "InstanceMasks", "build_tiny_sam",

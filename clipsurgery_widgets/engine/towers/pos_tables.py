@@ -37,7 +37,9 @@ def pos_table(table: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, i
         return resized_pos_embed(table, grid, new_grid)
     if table.shape[0] != 1 + g0h * g0w:
         raise ValueError(f"positional table has {table.shape[0]} rows; expected 1 + {g0h}*{g0w}.")
-    cells = table[1:].reshape(1, g0h, g0w, -1).permute(0, 3, 1, 2).float()  # [1, C, g0h, g0w]
+    # Half-precision bicubic is not available on every device: interpolate in float32 (or float64).
+    work = table.dtype if table.dtype in (torch.float32, torch.float64) else torch.float32
+    cells = table[1:].reshape(1, g0h, g0w, -1).permute(0, 3, 1, 2).to(work)  # [1, C, g0h, g0w]
     if mode == "bicubic-offset":
         factors = ((gh + SCALE_OFFSET) / g0h, (gw + SCALE_OFFSET) / g0w)
         cells = F.interpolate(cells, scale_factor=factors, mode="bicubic", align_corners=False,

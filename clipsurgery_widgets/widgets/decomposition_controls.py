@@ -1,0 +1,138 @@
+"""The DecompositionExplorer's controls, their layout, and their links to the explorer's traits.
+
+Most controls hold their trait's value as is (:func:`~.state.link_control`). The labels box holds
+text ("cat, dog") for a list; the label menu's options follow the labels; the A<l> / M<l> /
+embedding toggles together show one trait, the ablation.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import ipywidgets as widgets
+
+from ..engine.decomposition.ablation import Ablation
+from .state import InvalidStateError, link_control
+
+CLICK_MODES = (("inspect head", "inspect"), ("ablate head", "ablate"))
+_WIDE = {"description_width": "initial"}
+_TOGGLE = widgets.Layout(width="46px", padding="0px")
+
+
+def build_controls(image_names: Sequence[str], num_layers: int) -> dict[str, widgets.Widget]:
+    """Every control, unlinked, each with a stable CSS class ``csw-<name>`` (toggles: csw-attn-<l>, csw-mlp-<l>)."""
+    c = {
+        "image": widgets.Dropdown(options=image_options(image_names), value=0, description="Image", style=_WIDE,
+                                  layout=widgets.Layout(width="260px")),
+        "upload": widgets.FileUpload(accept="image/*", multiple=False, description="Add image",
+                                     tooltip="add an image to the set and show it",
+                                     layout=widgets.Layout(width="120px")),
+        "labels": widgets.Text(description="Labels", continuous_update=False, style=_WIDE,
+                               placeholder="comma-separated zero-shot labels", layout=widgets.Layout(flex="1 1 300px")),
+        "label": widgets.Dropdown(options=[], description="Colour by", style=_WIDE,
+                                  layout=widgets.Layout(width="220px")),
+        "mode": widgets.ToggleButtons(options=CLICK_MODES, value="inspect", description="Click a head to",
+                                      style={**_WIDE, "button_width": "112px"}),
+        "embedding": widgets.ToggleButton(value=False, description="embedding", tooltip="mean-ablate e",
+                                          layout=widgets.Layout(width="108px")),
+        "clear": widgets.Button(description="Clear ablations", layout=widgets.Layout(width="120px")),
+        "last4": widgets.Button(description="Ablate all but last 4", layout=widgets.Layout(width="160px"),
+                                tooltip="mean-ablate every attention layer except the last four"),
+        "stop": widgets.Button(description="Stop", tooltip="stop the pass over the image set (it resumes later)",
+                               layout=widgets.Layout(width="70px")),
+    }
+    for kind, prefix, what in (("attn", "A", "attention layer"), ("mlp", "M", "MLP")):
+        for l in range(num_layers):
+            c[f"{kind}{l}"] = widgets.ToggleButton(value=False, description=f"{prefix}{l}", layout=_TOGGLE,
+                                                   tooltip=f"mean-ablate {what} {l}")
+    for name, control in c.items():
+        kind = name.rstrip("0123456789")
+        control.add_class(f"csw-{kind}-{name[len(kind):]}" if kind in ("attn", "mlp") else f"csw-{name}")
+    return c
+
+
+def control_rows(c: dict[str, widgets.Widget], num_layers: int) -> list[widgets.Widget]:
+    wrap = widgets.Layout(flex_flow="row wrap", align_items="center")
+    return [widgets.HBox([c["image"], c["upload"], c["labels"], c["label"]], layout=wrap),
+            widgets.HBox([c["mode"], c["clear"], c["last4"], c["embedding"], c["stop"]], layout=wrap),
+            widgets.HBox([widgets.Label("Attention:")] + [c[f"attn{l}"] for l in range(num_layers)], layout=wrap),
+            widgets.HBox([widgets.Label("MLPs:")] + [c[f"mlp{l}"] for l in range(num_layers)], layout=wrap)]
+
+
+def image_options(names: Sequence[str]) -> list[tuple[str, int]]:
+    return [(f"{i + 1}: {name}", i) for i, name in enumerate(names)]
+
+
+def link_controls(owner: Any, c: dict[str, widgets.Widget], num_layers: int) -> None:
+    """Tie every control to its trait, both ways."""
+    c["label"].options = list(owner.labels)
+    link_control(owner, "image_index", c["image"])
+    link_control(owner, "mode", c["mode"])
+    link_control(owner, "label", c["label"])
+    _link_labels(owner, c["labels"])
+    _link_ablation(owner, c, num_layers)
+
+
+def replace_options(owner: Any, name: str, menu: widgets.Dropdown, options: list, value: Any) -> None:
+    """New options for the menu linked to trait ``name``, then ``owner.<name> = value``. A menu selects
+    its first option when its options change; holding the owner's notifications hides that step."""
+    with owner.hold_trait_notifications():
+        menu.options = options
+        setattr(owner, name, value)
+
+
+def _link_labels(owner: Any, box: widgets.Text) -> None:
+    """The labels trait (a list) and the text box ("cat, dog")."""
+    busy = [False]
+
+    def push(change: dict) -> None:
+        if not busy[0]:
+            box.value = ", ".join(change["new"])
+
+    def pull(change: dict) -> None:
+        busy[0] = True
+        try:
+            owner.labels = change["new"]
+        except InvalidStateError as exc:
+            box.value = ", ".join(owner.labels)
+            owner._show_error(exc, "setting labels")
+        finally:
+            busy[0] = False
+
+    box.value = ", ".join(owner.labels)
+    owner.observe(push, names="labels")
+    box.observe(pull, names="value")
+
+
+def _link_ablation(owner: Any, c: dict[str, widgets.Widget], num_layers: int) -> None:
+    """The ablation trait and the A<l> / M<l> / embedding toggles (heads are set by grid clicks)."""
+    syncing = [False]
+    toggles = [c[f"{kind}{l}"] for kind in ("attn", "mlp") for l in range(num_layers)] + [c["embedding"]]
+
+    def push(change: dict) -> None:
+        ablation: Ablation = change["new"]
+        syncing[0] = True
+        try:
+            for l in range(num_layers):
+                c[f"attn{l}"].value = l in ablation.attn_layers
+                c[f"mlp{l}"].value = l in ablation.mlps
+            c["embedding"].value = ablation.embedding
+        finally:
+            syncing[0] = False
+
+    def pull(change: dict) -> None:
+        if syncing[0]:
+            return
+        current = owner.ablation
+        owner.ablation = Ablation(heads=current.heads, embedding=c["embedding"].value,
+                                  attn_layers={l for l in range(num_layers) if c[f"attn{l}"].value},
+                                  mlps={l for l in range(num_layers) if c[f"mlp{l}"].value})
+
+    push({"new": owner.ablation})
+    owner.observe(push, names="ablation")
+    for toggle in toggles:
+        toggle.observe(owner._guarded(pull, "changing the ablation"), names="value")
+
+
+def on_click(button: widgets.Button, action: Callable[[], Any], guard: Callable, doing: str) -> None:
+    """Run ``action()`` when ``button`` is clicked; errors go to the widget's error area."""
+    button.on_click(guard(lambda _: action(), doing))
