@@ -200,13 +200,6 @@ class ExplorerWidget(widgets.VBox):
             self._jobs.replace(name)
             return runner.submit(run)
 
-    def _submit(self, work, apply, busy_text, doing, done_text=None):  # TEMPORARY shim, removed once widgets use submit()
-        return self.submit("main", lambda job: work(), apply, busy_text=busy_text, doing=doing, done_text=done_text)
-
-    @property
-    def _runner(self):  # TEMPORARY shim
-        return self._jobs.runner("main")
-
     def _progress(self, runner: LatestOnlyRunner, generation: int, text: str) -> None:
         with self._lock:
             if runner.is_current(generation):
