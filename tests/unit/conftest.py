@@ -22,3 +22,23 @@ def explainer(tiny_vit):
     from clipsurgery_widgets.engine.explainer import Explainer
 
     return Explainer(tiny_vit, cache_dir=False)
+
+
+def jittered(model, seed: int = 1):
+    """Perturb every parameter of ``model`` (our own copy) a little, so that zero biases, unit LayerNorm
+    weights and uniform layer scales can't hide a term missing from an implementation."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=g) * (p.abs().mean() + 0.05))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def perturbed_vit():
+    """A perturbed private copy of tiny-random-vit (an open_clip CLIP module)."""
+    from clipsurgery_widgets.engine.loading import build_tiny_model
+
+    return jittered(build_tiny_model("tiny-random-vit"))

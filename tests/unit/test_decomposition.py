@@ -10,6 +10,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import jittered
 from PIL import Image
 from torch import nn
 
@@ -48,19 +49,9 @@ def pixels(batch=2, size=(224, 224), seed=0):
     return torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed))
 
 
-def jittered(model: nn.Module, seed: int = 1) -> nn.Module:
-    """Randomise every parameter (our own copies): unit LayerNorm weights, zero biases and uniform
-    layer scales must not hide a missing term."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn(p.shape, generator=g) * (p.abs().mean() + 0.05))
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
-def vit():
-    return jittered(build_tiny_model("tiny-random-vit"))
+def vit(perturbed_vit):
+    return perturbed_vit
 
 
 @pytest.fixture(scope="module")

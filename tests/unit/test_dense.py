@@ -10,7 +10,8 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from conftest import jittered
+from dense_reference import ln, ref_dense, ref_qkv, ref_table, ref_weights, softmax_rows
 
 from clipsurgery_widgets.engine import (
     METHODS,
@@ -22,8 +23,7 @@ from clipsurgery_widgets.engine import (
     method_attention,
 )
 from clipsurgery_widgets.engine.errors import ImageInputError, UnsupportedModelError
-from clipsurgery_widgets.engine.loading import build_tiny_model, wrap_model
-from dense_reference import ln, ref_dense, ref_qkv, ref_table, ref_weights, softmax_rows
+from clipsurgery_widgets.engine.loading import wrap_model
 
 NATIVE, WIDE, STRIP = (224, 224), (160, 256), (112, 448)  # grids 14x14, 10x16, 7x28 (= 196 patches)
 TEXT_CFG = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
@@ -43,19 +43,9 @@ def pixels(size=NATIVE, batch=2, seed=0):
     return torch.randn(batch, 3, *size, generator=g)
 
 
-def jittered(model: nn.Module, seed: int = 1) -> nn.Module:
-    """Perturb every parameter (layer norms, biases, layer scales) so no term can hide."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn(p.shape, generator=g) * (p.abs().mean() + 0.05))
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
-def vit():
-    """A perturbed copy of the tiny ViT (6 blocks, QuickGELU, identity layer scales)."""
-    return jittered(build_tiny_model("tiny-random-vit"))
+def vit(perturbed_vit):
+    return perturbed_vit
 
 
 @pytest.fixture(scope="module")

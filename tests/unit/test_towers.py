@@ -7,6 +7,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import jittered
 from torch import nn
 
 from clipsurgery_widgets.engine.errors import ImageInputError, UnsupportedModelError
@@ -29,19 +30,9 @@ def pixels(size=SQUARE, batch=1, seed=0):
     return torch.randn(batch, 3, *size, generator=g)
 
 
-def jittered(model: nn.Module, seed: int = 1) -> nn.Module:
-    """Randomise every parameter a little, so that zero-initialised biases, unit LayerNorm weights and
-    uniform layer scales can't hide a term missing from the implementation. (Our own copies only.)"""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn(p.shape, generator=g) * (p.abs().mean() + 0.05))
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
-def vit():
-    return jittered(build_tiny_model("tiny-random-vit"))
+def vit(perturbed_vit):
+    return perturbed_vit
 
 
 @pytest.fixture(scope="module")

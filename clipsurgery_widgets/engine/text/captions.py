@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import TextInputError, UnsupportedModelError
+from .encoding import check_text_tower
 
 START_TEXT, END_TEXT = "<start>", "<end>"  # readable text of the two special tokens
 PARTIAL_TEXT = "\u00b7"  # shown for a piece holding only part of a multi-byte character
@@ -213,7 +214,7 @@ def token_features(clip: nn.Module, ids: torch.Tensor | np.ndarray) -> torch.Ten
         only, so running just T positions gives the same features as the padded 77-token pass;
         the end-of-text row is the caption's ``encode_text`` feature.
     """
-    _check_text_tower(clip)
+    check_text_tower(clip, pooled=False)
     ids = torch.as_tensor(np.asarray(ids), dtype=torch.long).reshape(1, -1)
     length, context = ids.shape[1], clip.positional_embedding.shape[0]
     if length > context:
@@ -229,12 +230,5 @@ def token_features(clip: nn.Module, ids: torch.Tensor | np.ndarray) -> torch.Ten
         x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
     return F.normalize(x.float(), dim=-1).cpu()
 
-
-def _check_text_tower(clip: nn.Module) -> None:
-    needed = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
-    missing = [name for name in needed if not hasattr(clip, name)]
-    if missing:
-        raise UnsupportedModelError(f"The model has no open_clip text transformer (missing {', '.join(missing)}); "
-                                    f"use an open_clip CLIP model such as ViT-B-16 or RN50.")
 
 

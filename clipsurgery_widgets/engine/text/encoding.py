@@ -148,7 +148,7 @@ def encode_texts(
     templates = _check_templates(templates)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}.")
-    _check_text_tower(clip)
+    check_text_tower(clip)
 
     device = clip.positional_embedding.device
     sums = torch.zeros(len(labels), _output_dim(clip), dtype=torch.float32, device=device)
@@ -233,13 +233,14 @@ def _check_templates(templates: Sequence[str] | str | None) -> tuple[str, ...]:
     return templates
 
 
-def _check_text_tower(clip: nn.Module) -> None:
+def check_text_tower(clip: nn.Module, pooled: bool = True) -> None:
+    """Refuse models without open_clip's text transformer (and, when ``pooled``, without one pooled token)."""
     needed = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
     missing = [name for name in needed if not hasattr(clip, name)]
     if missing:
         raise UnsupportedModelError(f"The model has no open_clip text transformer (missing {', '.join(missing)}); "
                                     f"use an open_clip CLIP model such as ViT-B-16 or RN50.")
-    if getattr(clip, "text_pool_type", "argmax") not in ("argmax", "eos", "first", "last"):
+    if pooled and getattr(clip, "text_pool_type", "argmax") not in ("argmax", "eos", "first", "last"):
         raise UnsupportedModelError(f"Text pooling {clip.text_pool_type!r} gives no single text feature; "
                                     f"use a CLIP model whose text tower pools one token.")
 
