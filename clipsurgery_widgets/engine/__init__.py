@@ -47,6 +47,17 @@ from .loading import (
                         wrap_model,
 )
 from .maps import combine_targets, map_to_points, overlay, similarity_maps
+from .method_rows import (
+                        KIND_METHODS,
+                        KIND_SCALES,
+                        METHOD_KINDS,
+                        KindAttention,
+                        KindRow,
+                        check_kinds,
+                        image_kind_attention,
+                        kind_attention,
+                        method_rows,
+)
 from .results import Explanation, ImageTokens, MapSet
 from .sam.downloads import SAM_CHECKPOINTS, download_checkpoint
 from .sam.export import (
@@ -88,7 +99,8 @@ __all__ = [
     "token_attributions", "caption_matches", "tokenize_caption", "TokenAttribution",
     # q-k versus v-v attention (docs/algorithms.md#q-k-versus-v-v-attention)
     "attention_rows", "capture_attention", "attention_layout", "AttentionCapture", "AttentionRows",
-    "AttentionStats", "AttentionInputError",
+    "AttentionStats", "AttentionInputError", "kind_attention", "image_kind_attention", "method_rows",
+    "KindAttention", "KindRow", "METHOD_KINDS", "KIND_METHODS", "KIND_SCALES", "check_kinds",
     # text-based decomposition (docs/algorithms.md#text-based-decomposition)
     "decompose", "Decomposition", "spatial_maps", "decompose_images", "PassInterrupted", "text_span",
     "text_span_heads", "load_text_pool", "Ablation", "evaluate_ablation", "folder_ablation", "labelled_folder",

@@ -27,8 +27,10 @@ from .towers.ops import attention_weights, split_heads_qkv
 Query = Union[tuple[int, int], str]
 GLOBAL = "global"
 ALL_QUERIES = "all"
-KINDS = ("qk", "vv")  # the attention kinds a capture gives; views and figures loop over this tuple
-KIND_LABELS = {"qk": "q-k", "vv": "v-v"}  # display names of the kinds
+KINDS = ("qk", "vv")  # the attention kinds a capture gives (any layer); views and figures loop over this tuple
+# Display names of every attention kind: KINDS, then the dense methods' kinds of engine/method_rows.py.
+KIND_LABELS = {"qk": "q-k", "vv": "v-v", "qq": "q-q", "kk": "k-k", "qq+kk": "q-q + k-k", "kk+gauss": "k-k + Gaussian",
+               "gem": "GEM self-self"}
 STAT_NAMES = ("self", "local", "entropy", "global")
 STAT_TITLES = {
     "self": "mass on the query itself",
@@ -142,8 +144,6 @@ class AttentionCapture:
     def num_tokens(self) -> int:
         return int(self.q[0].shape[1])
 
-    # --- checks ------------------------------------------------------------------------------
-
     def check_layer(self, layer: int) -> int:
         """``layer`` as an index 0..L-1 (negative counts from the end), or a clear error."""
         value = _as_int(layer)
@@ -156,13 +156,7 @@ class AttentionCapture:
 
     def check_head(self, head: int | None) -> int | None:
         """None (mean over heads) or a head index 0..H-1, or a clear error."""
-        if head is None:
-            return None
-        value = _as_int(head)
-        if value is None or not 0 <= value < self.num_heads:
-            raise AttentionInputError(f"head={head!r} does not exist: this model has {self.num_heads} heads per layer; "
-                                      f"choose 0 to {self.num_heads - 1}, or None for the mean over heads.")
-        return value
+        return check_head(head, self.num_heads)
 
     def check_query(self, query: Query) -> tuple[Query, int]:
         """(query as (row, col) or "global", its token index), or a clear error."""
@@ -172,15 +166,11 @@ class AttentionCapture:
 
     def rows(self, layer: int, query: Query, head: int | None = None) -> AttentionRows:
         """q-k and v-v rows of ``query`` at ``layer`` for ``head`` (None: mean of the head rows)."""
-        layer = self.check_layer(layer)
-        head = self.check_head(head)
+        layer, head = self.check_layer(layer), self.check_head(head)
         query, token = self.check_query(query)
         qk, vv = self._row_pair(layer, token, head)
-        gh, gw = self.grid
-        return AttentionRows(qk=qk[1:].reshape(gh, gw).numpy().astype(np.float32),
-                             vv=vv[1:].reshape(gh, gw).numpy().astype(np.float32),
-                             qk_global=float(qk[0]), vv_global=float(vv[0]),
-                             layer=layer, query=query, head=head, grid=self.grid)
+        return AttentionRows(qk=patch_grid(qk, self.grid), vv=patch_grid(vv, self.grid), qk_global=float(qk[0]),
+                             vv_global=float(vv[0]), layer=layer, query=query, head=head, grid=self.grid)
 
     def all_layers(self, query: Query, head: int | None = None) -> tuple[AttentionRows, ...]:
         """:meth:`rows` of ``query`` at every layer, in order (for small multiples)."""
@@ -192,14 +182,13 @@ class AttentionCapture:
         pick = slice(token, token + 1)
         qk = attention_weights(q[:, pick], k)[:, 0]  # [H, T]
         vv = attention_weights(v[:, pick], v)[:, 0]
-        return _select_head(qk, head), _select_head(vv, head)
+        return select_head(qk, head), select_head(vv, head)
 
     def matrices(self, layer: int, head: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Full q-k and v-v attention matrices [T, T] of one layer (rows = queries)."""
-        layer = self.check_layer(layer)
-        head = self.check_head(head)
+        layer, head = self.check_layer(layer), self.check_head(head)
         q, k, v = self.q[layer], self.k[layer], self.v[layer]
-        return _select_head(attention_weights(q, k), head), _select_head(attention_weights(v, v), head)
+        return select_head(attention_weights(q, k), head), select_head(attention_weights(v, v), head)
 
     # --- statistics --------------------------------------------------------------------------
 
@@ -213,9 +202,7 @@ class AttentionCapture:
             is <= radius ("chebyshev": max(|dr|, |dc|); "euclidean": sqrt(dr^2 + dc^2)).
         layers: which layers (default all).
         """
-        head = self.check_head(head)
-        radius = _check_radius(radius)
-        metric = _check_metric(metric)
+        head, radius, metric = self.check_head(head), check_radius(radius), check_metric(metric)
         layers = tuple(range(self.num_layers)) if layers is None else tuple(self.check_layer(l) for l in layers)
         if isinstance(query, str) and query == ALL_QUERIES:
             token = None
@@ -233,7 +220,7 @@ class AttentionCapture:
                 queries = torch.tensor([token])
                 pairs = {"qk": qk[None], "vv": vv[None]}
             for kind, rows in pairs.items():
-                for name, value in _row_stats(rows, queries, near).items():
+                for name, value in row_stats(rows, queries, near).items():
                     values[kind][name][i] = value
         return AttentionStats(qk=values["qk"], vv=values["vv"], layers=layers,
                               query=ALL_QUERIES if token is None else query, head=head, radius=radius,
@@ -335,18 +322,32 @@ def neighbourhood(grid: tuple[int, int], radius: float, metric: str = "chebyshev
     rows, cols = rows.flatten().double(), cols.flatten().double()
     dr = (rows[:, None] - rows[None, :]).abs()
     dc = (cols[:, None] - cols[None, :]).abs()
-    distance = torch.maximum(dr, dc) if _check_metric(metric) == "chebyshev" else torch.sqrt(dr ** 2 + dc ** 2)
+    distance = torch.maximum(dr, dc) if check_metric(metric) == "chebyshev" else torch.sqrt(dr ** 2 + dc ** 2)
     return distance <= radius + 1e-9
 
 
-# --- helpers -------------------------------------------------------------------------------------
+# --- helpers (shared with engine/method_rows.py) ---------------------------------------------------
 
-def _select_head(weights: torch.Tensor, head: int | None) -> torch.Tensor:
+def check_head(head: int | None, num_heads: int) -> int | None:
+    """None (mean over heads) or a head index 0..H-1, or a clear error."""
+    value = None if head is None else _as_int(head)
+    if head is not None and (value is None or not 0 <= value < num_heads):
+        raise AttentionInputError(f"head={head!r} does not exist: this model has {num_heads} heads per layer; "
+                                  f"choose 0 to {num_heads - 1}, or None for the mean over heads.")
+    return value
+
+
+def patch_grid(row: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
+    """float32 [gh, gw]: the patch part of an attention row [T] (token 0, the global token, dropped)."""
+    return row[1:].reshape(grid).numpy().astype(np.float32)
+
+
+def select_head(weights: torch.Tensor, head: int | None) -> torch.Tensor:
     """[H, ...] per-head rows -> one head's, or the mean of the heads' rows."""
     return weights.mean(0) if head is None else weights[head]
 
 
-def _row_stats(rows: torch.Tensor, queries: torch.Tensor, near: torch.Tensor) -> dict[str, float]:
+def row_stats(rows: torch.Tensor, queries: torch.Tensor, near: torch.Tensor) -> dict[str, float]:
     """Mean statistics of attention rows [Q, T] whose query tokens are ``queries`` [Q]."""
     rows = rows.double()
     index = torch.arange(len(queries))
@@ -372,7 +373,7 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
-def _check_radius(radius: float) -> float:
+def check_radius(radius: float) -> float:
     if isinstance(radius, (bool, np.bool_)) or not isinstance(radius, (int, float, np.integer, np.floating)) \
             or not math.isfinite(radius) or radius < 0:
         raise AttentionInputError(f"radius={radius!r} must be a finite number of grid cells >= 0 "
@@ -386,7 +387,7 @@ def _check_kind(kind: str) -> str:
     return kind
 
 
-def _check_metric(metric: str) -> str:
+def check_metric(metric: str) -> str:
     if metric not in METRICS:
         raise AttentionInputError(f"metric={metric!r} is not known: use 'chebyshev' (square neighbourhoods) "
                                   f"or 'euclidean' (round ones).")

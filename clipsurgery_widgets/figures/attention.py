@@ -1,6 +1,8 @@
-"""Static matplotlib figures of q-k versus v-v attention (the paper's Figure 1 and companions).
+"""Static matplotlib figures of q-k versus v-v attention (the paper's Figure 1 and companions), and of
+the attention each dense method uses (docs/algorithms.md#dense-methods).
 
-Renderers only: the rows and statistics come from :mod:`clipsurgery_widgets.engine.attention`.
+Renderers only: the rows and statistics come from :mod:`clipsurgery_widgets.engine.attention` and
+:mod:`clipsurgery_widgets.engine.method_rows`.
 Maps are shown per patch (nearest, no interpolation), each divided by its own largest patch value,
 over the image as in the heat-map figures (jet, 0.4 image + 0.6 heat by default). The query cell
 is outlined in magenta; a global-token query outlines the whole image.
@@ -8,7 +10,7 @@ is outlined in magenta; a global-token query outlines the whole image.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence, Union
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -26,40 +28,86 @@ from ..engine.attention import (
     cell_box,
 )
 from ..engine.maps import overlay
+from ..engine.method_rows import KindRow
 from ..engine.regions import patch_value_image
-from .style import KIND_COLORS, MARKER_COLOR, new_figure
+from .style import KIND_COLORS, MARKER_COLOR, method_name, new_figure
 
 _MAX_SIDE = 640  # panels never need more pixels than this
 
 
-def qk_vv_figure(panels: Sequence[tuple[np.ndarray, AttentionRows]], layer_name: str | None = None,
+PanelRows = Union[AttentionRows, Mapping[str, KindRow]]
+MAP_COLUMNS = 4  # a single image's panels wrap past this many per row (as in the explorer)
+
+
+def qk_vv_figure(panels: Sequence[tuple[np.ndarray, PanelRows]], layer_name: str | None = None,
                  cmap: str = "jet", opacity: float = 0.6, panel_inches: float = 2.4,
                  kinds: Sequence[str] = KINDS) -> Figure:
-    """The paper's Figure 1 layout: one column per image; rows image-with-query, then one per kind (q-k, v-v).
+    """The paper's Figure 1 layout: one column per image; rows image-with-query, then one per kind.
 
     Args:
-        panels: (rgb uint8 [H, W, 3], AttentionRows for that image) per column.
+        panels: (rgb uint8 [H, W, 3], rows) per column; rows is an AttentionRows (kinds "qk", "vv")
+            or {kind: KindRow} holding every kind in ``kinds`` (engine/method_rows.py).
         layer_name: shown in the title (e.g. "block 11"); default "layer <index>".
         cmap, opacity: colour map of the attention maps and their weight over the image.
-        kinds: the attention kinds shown, one row each (engine KINDS).
+        kinds: the attention kinds shown, one row each (KINDS, or any of method_rows.METHOD_KINDS).
+    One image with more than two kinds is laid out like the explorer instead: the image, then one
+    panel per kind, wrapping past four panels per row, each titled with its kind, method and block.
     """
     if not panels:
         raise ValueError("panels is empty: pass at least one (image, AttentionRows) pair.")
+    kinds = tuple(kinds)
     images = [_display_image(rgb) for rgb, _ in panels]
+    columns = [_kind_rows(rows, kinds) for _, rows in panels]
+    if len(panels) == 1 and len(kinds) > 2:
+        return _wrapped_figure(images[0], columns[0], kinds, cmap, opacity, panel_inches)
     fig = new_figure(1 + len(kinds), len(panels), images[0].shape, panel_inches, pad=(0.6, 0.7))
     axes = fig.subplots(1 + len(kinds), len(panels), squeeze=False)
-    for col, (rgb, (_, rows)) in enumerate(zip(images, panels)):
-        _draw(axes[0, col], rgb, None, rows, cmap, opacity)
-        axes[0, col].set_title(query_text(rows.query), fontsize=10)
+    for col, (rgb, rows) in enumerate(zip(images, columns)):
+        first = rows[kinds[0]]
+        _draw(axes[0, col], rgb, None, first, cmap, opacity)
+        axes[0, col].set_title(query_text(first.query), fontsize=10)
         for r, kind in enumerate(kinds, start=1):
-            _draw(axes[r, col], rgb, rows.normalised(kind), rows, cmap, opacity)
-            axes[r, col].set_title(global_text(rows, kind), fontsize=8, color="#555")
-    for r, label in enumerate(["image and query"] + [kind_title(kind) for kind in kinds]):
+            _draw(axes[r, col], rgb, rows[kind].normalised(), rows[kind], cmap, opacity)
+            axes[r, col].set_title(f"global token {rows[kind].global_token:.3f}", fontsize=8, color="#555")
+    labels = ["image and query"] + [kind_title(kind) if kind in KINDS else
+                                    f"{kind_title(kind)}\n{method_text(columns[0][kind])}" for kind in kinds]
+    for r, label in enumerate(labels):
         axes[r, 0].text(-0.05, 0.5, label, transform=axes[r, 0].transAxes, rotation=90, ha="right", va="center",
-                        fontsize=10)
-    first = panels[0][1]
+                        fontsize=10 if "\n" not in label else 8)
+    first = columns[0][kinds[0]]
     fig.suptitle(f"{layer_name or f'layer {first.layer}'}, {head_text(first.head)}", fontsize=11)
     return fig
+
+
+def _wrapped_figure(rgb: np.ndarray, rows: Mapping[str, KindRow], kinds: tuple[str, ...], cmap: str,
+                    opacity: float, panel_inches: float) -> Figure:
+    """One image: the image panel, then one panel per kind, at most MAP_COLUMNS per row."""
+    count = 1 + len(kinds)
+    nrows = math.ceil(count / MAP_COLUMNS)
+    ncols = math.ceil(count / nrows)
+    fig = new_figure(nrows, ncols, rgb.shape, panel_inches, pad=(0.3, 0.6 + 0.45 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[count:]:
+        ax.set_axis_off()
+    first = rows[kinds[0]]
+    _draw(axes[0], rgb, None, first, cmap, opacity)
+    axes[0].set_title(f"image\n{query_text(first.query)}", fontsize=9)
+    for ax, kind in zip(axes[1:], kinds):
+        _draw(ax, rgb, rows[kind].normalised(), rows[kind], cmap, opacity)
+        ax.set_title("\n".join(panel_title(rows[kind])), fontsize=8)
+    fig.suptitle(f"{query_text(first.query)}, {head_text(first.head)}", fontsize=11)
+    return fig
+
+
+def _kind_rows(rows: PanelRows, kinds: Sequence[str]) -> Mapping[str, KindRow]:
+    """{kind: KindRow} for ``kinds`` from an AttentionRows or such a mapping, or a clear error."""
+    if isinstance(rows, AttentionRows):
+        rows = {kind: KindRow.from_rows(rows, kind) for kind in kinds if kind in KINDS}
+    missing = [kind for kind in kinds if rows.get(kind) is None]
+    if missing:
+        raise ValueError(f"No rows for the kinds {', '.join(missing)}: pass {{kind: KindRow}} with every kind "
+                         f"shown (an AttentionRows has q-k and v-v only).")
+    return rows
 
 
 def layers_figure(rgb: np.ndarray, rows: Sequence[AttentionRows], layer_names: Sequence[str] | None = None,
@@ -141,8 +189,24 @@ def head_text(head: int | None) -> str:
 
 
 def kind_title(kind: str) -> str:
-    """"q-k attention", "v-v attention", ... for a kind in the engine's KINDS."""
+    """"q-k attention", "q-q + k-k attention", ... for any kind in the engine's KIND_LABELS."""
     return f"{KIND_LABELS[kind]} attention"
+
+
+_KIND_NOTES = {"kk": ", no Gaussian"}  # a method's kind that is not the method's own setting
+
+
+def method_text(row: KindRow, layer_name: str | None = None) -> str:
+    """"ClearCLIP · block 11": the method using the row's kind and its block; "SCLIP, ÷ 2 · ..." when halved,
+    "NACLIP, no Gaussian · ..." for plain k-k."""
+    note = _KIND_NOTES.get(row.kind, "") + (f", ÷ {row.scale:g}" if row.scale != 1 else "")
+    return f"{method_name(row.method)}{note} · {layer_name or f'block {row.layer}'}"
+
+
+def panel_title(row: KindRow, layer_name: str | None = None) -> tuple[str, str, str]:
+    """The three title lines of a map panel: kind and head; method and block; the global token's share."""
+    return (f"{kind_title(row.kind)}, {head_text(row.head)}", method_text(row, layer_name),
+            f"global token {row.global_token:.3f}")
 
 
 def global_text(rows: AttentionRows, kind: str) -> str:
@@ -152,7 +216,8 @@ def global_text(rows: AttentionRows, kind: str) -> str:
 
 # --- helpers -----------------------------------------------------------------------------------
 
-def _draw(ax, rgb: np.ndarray, heat_grid: np.ndarray | None, rows: AttentionRows, cmap: str, opacity: float) -> None:
+def _draw(ax, rgb: np.ndarray, heat_grid: np.ndarray | None, rows: AttentionRows | KindRow, cmap: str,
+          opacity: float) -> None:
     """Image (with the attention map over it when given) and the query outline."""
     size = rgb.shape[:2]
     if heat_grid is None:

@@ -1,9 +1,11 @@
-"""AttentionExplorer: q-k versus v-v attention of any layer, query patch and head (the paper's Figure 1).
+"""AttentionExplorer: q-k versus v-v attention of any layer, query patch and head (the paper's Figure 1),
+beside the attention each dense method uses.
 
 The controller: it reacts to its settings (traits, declared with their rules in
 :mod:`.attention_state`) and calls the engine in named background jobs ("capture": one forward pass
-per image and size; "stats": statistics over all patch queries). The controls are built in
-:mod:`.attention_controls`, the plotly view is :mod:`.attention_view`.
+per image and size; "stats": statistics over all patch queries; "kinds": the methods' attention,
+see :mod:`.attention_kinds`). The controls are built in :mod:`.attention_controls`, the plotly view
+is :mod:`.attention_view`.
 """
 from __future__ import annotations
 
@@ -27,9 +29,9 @@ from ..engine.attention import (
 from ..engine.cache import LRUCache, content_hash
 from ..engine.errors import ClipSurgeryError
 from ..engine.regions import patch_at
-from ..figures import attention as figures_attention
 from ..figures.style import DEFAULT_CMAP, DEFAULT_OPACITY
 from .attention_controls import build_controls, control_rows, size_label
+from .attention_kinds import KindPanels
 from .attention_state import AttentionSettings
 from .attention_view import IMAGE_PANEL, AttentionView
 from .base import ExplorerWidget
@@ -37,19 +39,24 @@ from .base import ExplorerWidget
 VIEWS = ("maps", "layers", "stats")
 
 
-class AttentionExplorer(ExplorerWidget, AttentionSettings):
-    """Compare CLIP's q-k attention with CLIP Surgery's v-v attention, layer by layer.
+class AttentionExplorer(KindPanels, ExplorerWidget, AttentionSettings):
+    """Compare CLIP's q-k attention with CLIP Surgery's v-v attention, layer by layer, and with the
+    attention each dense method uses.
 
     Click a patch of the image (or of either map) to make it the query. The two maps show that
     query's attention row at the chosen layer and head: softmax(s q k^T) and softmax(s v v^T), each
     scaled to its largest patch value (hover for the probabilities). Below: the same rows at every
     layer (click one to jump to that layer and cell), and per-layer statistics of q-k against v-v
-    for this query (solid) and averaged over all patch queries (dashed).
+    for this query (solid) and averaged over all patch queries (dashed). More map panels (``kinds``,
+    or the "Attention shown" toggles) show, for the same query, the attention the dense methods use
+    at the last block: q-q (ClearCLIP), k-k (NACLIP without its prior), (q-q + k-k) / 2 (SCLIP, whose
+    rows sum to 2, halved here to a distribution), k-k + Gaussian (NACLIP), GEM's self-self
+    (docs/algorithms.md#dense-methods); a click on any panel moves the query.
 
     Args:
         explainer: an ``engine.Explainer`` (its model and image loading are used).
         image: anything ``load_image`` accepts; or upload one.
-        query, layer, head, size, radius, cmap, opacity: the settings below.
+        query, layer, head, size, radius, cmap, opacity, kinds: the settings below.
         max_cached_images: captures (one forward pass each) kept, per image and size.
 
     Settings (traits, linked to the controls; an invalid value raises InvalidStateError and
@@ -59,16 +66,20 @@ class AttentionExplorer(ExplorerWidget, AttentionSettings):
     ``head`` an index or None for the mean of the heads' rows; ``size`` input size S or
     (S_h, S_w), multiples of the patch size; ``radius`` >= 0 in cells (Chebyshev: 1 = the 3x3
     block) of the "mass within the radius" statistic; ``cmap`` any matplotlib colour map and
-    ``opacity`` 0..1 of the maps over the image.
+    ``opacity`` 0..1 of the maps over the image; ``kinds`` the map panels' kinds, a tuple of
+    distinct kinds of ``engine.method_rows.METHOD_KINDS`` (default ("qk", "vv"); the methods'
+    kinds need a ViT).
 
-    ``rows`` is the AttentionRows on screen, ``query_stats`` / ``all_stats`` the statistics,
-    ``capture`` the AttentionCapture; ``view.describe()`` says what is shown. ``figure()`` draws
-    the paper's Figure 1 layout with matplotlib.
+    ``rows`` is the AttentionRows on screen, ``kind_rows`` {kind: KindRow} of every map panel,
+    ``query_stats`` / ``all_stats`` the statistics, ``capture`` the AttentionCapture;
+    ``view.describe()`` says what is shown (the view is rebuilt when ``kinds`` changes, so read
+    ``view`` and ``plot`` again). ``figure()`` draws the map panels with matplotlib.
     """
 
     def __init__(self, explainer: Any, image: Any = None, *, query: Query | None = None, layer: int = -1,
                  head: int | None = None, size: int | tuple[int, int] = 224, radius: float = 1,
-                 cmap: str = DEFAULT_CMAP, opacity: float = DEFAULT_OPACITY, max_cached_images: int = 4):
+                 cmap: str = DEFAULT_CMAP, opacity: float = DEFAULT_OPACITY,
+                 kinds: Sequence[str] = ("qk", "vv"), max_cached_images: int = 4):
         super().__init__()
         self.explainer = explainer
         self._layer_names, self._num_heads = attention_layout(explainer.model)
@@ -79,15 +90,16 @@ class AttentionExplorer(ExplorerWidget, AttentionSettings):
         self._capture_key: tuple | None = None
         self._all_stats: tuple[tuple, AttentionStats] | None = None  # (its key, the statistics)
         self._holding = 0  # > 0 while several settings change at once (one redraw at the end)
+        self._init_kind_panels(max_cached_images)
         self.size, self.layer, self.head, self.radius = size, layer, head, radius
-        self.cmap, self.opacity, self.query = cmap, opacity, query
+        self.cmap, self.opacity, self.query, self.kinds = cmap, opacity, query, kinds
         self.controls = build_controls(self)
-        self._view = AttentionView(self._layer_names, on_map_click=self._on_map_click,
-                                   on_layer_click=self._on_layer_click, on_error=self._show_error)
-        plot_box = widgets.Box([self._view.fig], layout=widgets.Layout(width="100%"))
-        plot_box.add_class("csw-plot")
+        self._plot_box = widgets.Box(layout=widgets.Layout(width="100%"))
+        self._plot_box.add_class("csw-plot")
+        self._view: AttentionView | None = None
+        self._build_view()
         self.add_class("csw-attention-explorer")
-        self.children = [*control_rows(self.controls), self._status_html, self._error_html, plot_box]
+        self.children = [*control_rows(self.controls), self._status_html, self._error_html, self._plot_box]
         self._wire()
         if image is not None:
             self.image = image
@@ -133,7 +145,7 @@ class AttentionExplorer(ExplorerWidget, AttentionSettings):
         return self._view
 
     def click(self, x: float, y: float, panel: int = IMAGE_PANEL) -> Query:
-        """Do what a click at image pixel (x, y) of ``panel`` (0 image, 1 q-k, 2 v-v) does; returns the query."""
+        """Do what a click at image pixel (x, y) of ``panel`` (0 image, 1 + i: kinds[i]) does; returns the query."""
         self.wait(self.display_timeout)
         self._view.click_map(panel, x, y)
         return self.query
@@ -142,8 +154,9 @@ class AttentionExplorer(ExplorerWidget, AttentionSettings):
                queries: Query | Sequence[Query] | None = None):
         """A static matplotlib figure.
 
-        view: "maps" (the paper's Figure 1 layout: rows image-with-query, q-k, v-v), "layers" (every
-            layer) or "stats" (statistics across layers).
+        view: "maps" (the paper's Figure 1 layout: rows image-with-query, then one per kind; one image
+            with more than two kinds: the explorer's panels), "layers" (every layer) or "stats"
+            (statistics across layers).
         images: for "maps", several images side by side (paths, arrays, ...); default the current one.
         queries: one query for every image, or one per image; default the current query.
         The current layer, head and input size are used.
@@ -167,6 +180,24 @@ class AttentionExplorer(ExplorerWidget, AttentionSettings):
         self.observe(self._guarded(self._on_size, "changing the input size"), names="size")
         self.observe(self._guarded(lambda change: self._view.restyle(self.cmap, self.opacity),
                                    "changing the colours"), names=["cmap", "opacity"])
+        self.observe(self._guarded(self._on_kinds, "changing the attention kinds"), names="kinds")
+
+    def _build_view(self) -> None:
+        """A view whose map panels are the current kinds (a view's panels are fixed), in place of the old one."""
+        old = self._view
+        self._view = AttentionView(self._layer_names, on_map_click=self._on_map_click,
+                                   on_layer_click=self._on_layer_click, on_error=self._show_error, kinds=self.kinds)
+        self._plot_box.children = [self._view.fig]
+        if old is not None:
+            old.fig.close()
+        if self._rgb is not None:
+            self._view.set_image(self._rgb)
+
+    def _on_kinds(self, change: dict) -> None:
+        with self._lock:
+            self._build_view()
+            self._redraw()
+        self._request_kinds()
 
     def _on_stats_settings(self, change: dict) -> None:
         self._redraw()  # what is cheap now (a new head's rows); the all-queries statistics in the background
@@ -178,6 +209,7 @@ class AttentionExplorer(ExplorerWidget, AttentionSettings):
             if self.query not in (None, GLOBAL) and not (self.query[0] < grid[0] and self.query[1] < grid[1]):
                 self.query = (grid[0] // 2, grid[1] // 2)  # the old cell is not on the new grid
         self._request_capture()
+        self._request_kinds()
 
     @contextmanager
     def _one_redraw(self) -> Iterator[None]:
@@ -200,8 +232,9 @@ class AttentionExplorer(ExplorerWidget, AttentionSettings):
                 self._view.clear()
                 return
             query, layer, head = self.query, self.layer, self.head
-            self._view.show(self._rgb.shape[:2], capture.rows(layer, query, head), capture.all_layers(query, head),
-                            self.query_stats, self.all_stats, self.cmap, self.opacity)
+            rows = capture.rows(layer, query, head)
+            self._view.show(self._rgb.shape[:2], rows, capture.all_layers(query, head), self.query_stats,
+                            self.all_stats, self.cmap, self.opacity, self._panel_rows(rows))
 
     # --- background jobs ---------------------------------------------------------------------
 
@@ -213,6 +246,7 @@ class AttentionExplorer(ExplorerWidget, AttentionSettings):
             self._view.set_image(rgb)
             self._redraw()
         self._request_capture()
+        self._request_kinds()
 
     def _key(self, image_hash: str, size: int | tuple[int, int]) -> tuple:
         return image_hash, size, self.explainer.model.fingerprint
@@ -285,48 +319,9 @@ class AttentionExplorer(ExplorerWidget, AttentionSettings):
                 self.query = patch_at(capture.grid, capture.grid, x, y)  # small multiples are in cell units
                 self.layer = layer
 
-    # --- static figures ----------------------------------------------------------------------
-
-    def _render_figure(self, view: str = "maps"):
-        capture = self.capture
-        if capture is None or self.query is None:
-            raise ClipSurgeryError("Nothing to draw yet: set an image and wait for the attention capture.")
-        if view == "layers":
-            return figures_attention.layers_figure(self._rgb, capture.all_layers(self.query, self.head),
-                                                   self._layer_names, self.cmap, self.opacity)
-        if view == "stats":
-            return figures_attention.stats_figure(self.query_stats, self.all_stats, self._layer_names,
-                                                  current_layer=self.layer)
-        return figures_attention.qk_vv_figure([(self._rgb, self.rows)], self._layer_names[self.layer], self.cmap,
-                                              self.opacity)
-
-    def _paper_figure(self, images: Sequence[Any] | None, queries: Query | Sequence[Query] | None):
-        rgbs = [self._rgb] if images is None else [self.explainer.prepare_image(i) for i in images]
-        if not rgbs or rgbs[0] is None:
-            raise ClipSurgeryError("Nothing to draw yet: set an image (or pass images=[...]).")
-        if queries is None:
-            if self.query is None:
-                raise ClipSurgeryError("No query yet: click a patch or pass queries=...")
-            queries = [self.query] * len(rgbs)
-        elif _is_single_query(queries):
-            queries = [queries] * len(rgbs)
-        queries = list(queries)
-        if len(queries) != len(rgbs):
-            raise ValueError(f"Got {len(queries)} queries for {len(rgbs)} images: pass one query, or one per image.")
-        panels = [(rgb, self._capture_for(rgb, self.size).rows(self.layer, query, self.head))
-                  for rgb, query in zip(rgbs, queries)]
-        return figures_attention.qk_vv_figure(panels, self._layer_names[self.layer], self.cmap, self.opacity)
-
 
 def _summary(capture: AttentionCapture, seconds: float) -> str:
     """The status line once the attention is shown: "6 layers, 12 heads, grid 14x14 · 0.42 s"."""
     layers = capture.num_layers
     return (f"{layers} layer{'s' * (layers != 1)}, {capture.num_heads} heads, "
             f"grid {capture.grid[0]}x{capture.grid[1]} · {seconds:.2f} s")
-
-
-def _is_single_query(queries: Any) -> bool:
-    if isinstance(queries, str):
-        return True
-    items = list(queries)
-    return len(items) == 2 and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items)

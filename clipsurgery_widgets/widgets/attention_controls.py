@@ -6,9 +6,11 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..figures.attention import query_text
-from ..figures.style import MARKER_COLOR
-from .state import link_choice, link_control
+from ..engine.attention import KIND_LABELS, KINDS
+from ..engine.method_rows import KIND_METHODS, METHOD_KINDS, is_capture_kind
+from ..figures.attention import kind_title, query_text
+from ..figures.style import MARKER_COLOR, method_name
+from .state import InvalidStateError, link_choice, link_control
 
 SIZES = (224, 336, 448, 512)
 CMAPS = ("jet", "viridis", "inferno", "magma", "turbo", "gray")
@@ -39,6 +41,11 @@ def build_controls(explorer: Any) -> dict[str, widgets.Widget]:
                                  layout=widgets.Layout(width="160px")),
         "opacity": widgets.FloatSlider(min=0.0, max=1.0, step=0.05, description="Opacity", style=_WIDE,
                                        layout=widgets.Layout(width="240px")),
+        "kinds_label": widgets.HTML("Attention shown:", layout=widgets.Layout(margin="0 6px 0 0")),
+        "kinds": _kind_toggles(explorer.explainer.model.family == "vit"),
+        "all_kinds": widgets.Button(tooltip="Show the attention of every dense method (or q-k and v-v only)",
+                                    disabled=explorer.explainer.model.family != "vit",
+                                    layout=widgets.Layout(width="150px")),
     }
     for name, control in controls.items():  # stable CSS hooks for tests and custom styling
         control.add_class(f"csw-{name.replace('_', '-')}")
@@ -52,6 +59,7 @@ def build_controls(explorer: Any) -> dict[str, widgets.Widget]:
     _raise_max(controls["radius"], explorer.radius)
     link_control(explorer, "radius", controls["radius"])
     link_control(explorer, "opacity", controls["opacity"])
+    link_kinds(explorer, controls)
     explorer.observe(lambda change: show_layer_name(explorer, controls), names="layer")
     explorer.observe(lambda change: show_query(explorer, controls), names="query")
     show_layer_name(explorer, controls)
@@ -60,10 +68,58 @@ def build_controls(explorer: Any) -> dict[str, widgets.Widget]:
 
 
 def control_rows(controls: dict[str, widgets.Widget]) -> list[widgets.HBox]:
-    """The controls in two wrapping rows: image and model settings, then query and display settings."""
+    """The controls in three wrapping rows: image and model settings, query and display settings, kinds shown."""
     c, wrap = controls, widgets.Layout(flex_flow="row wrap", align_items="center")
     return [widgets.HBox([c["upload"], c["size"], c["layer"], c["layer_name"], c["head"]], layout=wrap),
-            widgets.HBox([c["global"], c["query_text"], c["radius"], c["cmap"], c["opacity"]], layout=wrap)]
+            widgets.HBox([c["global"], c["query_text"], c["radius"], c["cmap"], c["opacity"]], layout=wrap),
+            widgets.HBox([c["kinds_label"], c["kinds"], c["all_kinds"]], layout=wrap)]
+
+
+def _kind_toggles(vit: bool) -> widgets.HBox:
+    """One toggle per attention kind (CSS hook csw-kind-<kind>, "+" as "-"); the methods' kinds need a ViT."""
+    toggles = []
+    for kind in METHOD_KINDS:
+        method = method_name(KIND_METHODS[kind][0])
+        toggle = widgets.ToggleButton(description=KIND_LABELS[kind], tooltip=f"{kind_title(kind)}, as {method} "
+                                      f"uses it", disabled=not (vit or is_capture_kind(kind)),
+                                      layout=widgets.Layout(width="auto"))
+        toggle.add_class(f"csw-kind-{kind.replace('+', '-')}")
+        toggles.append(toggle)
+    return widgets.HBox(toggles, layout=widgets.Layout(flex_flow="row wrap"))
+
+
+def link_kinds(explorer: Any, controls: dict[str, widgets.Widget]) -> None:
+    """Tie the kind toggles and the "all methods" button to ``explorer.kinds`` (both directions)."""
+    toggles = dict(zip(METHOD_KINDS, controls["kinds"].children))
+    every = controls["all_kinds"]
+    busy = [False]
+
+    def to_controls(change: dict | None = None) -> None:
+        busy[0] = True
+        try:
+            for kind, toggle in toggles.items():
+                toggle.value = kind in explorer.kinds
+            every.description = "q-k, v-v only" if set(explorer.kinds) == set(METHOD_KINDS) else "all methods"
+        finally:
+            busy[0] = False
+
+    def to_owner(change: dict) -> None:
+        if busy[0]:
+            return
+        try:
+            explorer.kinds = tuple(kind for kind in METHOD_KINDS if toggles[kind].value)
+        except InvalidStateError as exc:  # e.g. the last toggle switched off: put it back, say why
+            to_controls()
+            explorer._show_error(exc, "choosing the attention kinds")
+
+    def on_every(button: widgets.Button) -> None:
+        explorer.kinds = KINDS if set(explorer.kinds) == set(METHOD_KINDS) else METHOD_KINDS
+
+    to_controls()
+    explorer.observe(to_controls, names="kinds")
+    for toggle in toggles.values():
+        toggle.observe(to_owner, names="value")
+    every.on_click(explorer._guarded(on_every, "choosing the attention kinds"))
 
 
 def show_layer_name(explorer: Any, controls: dict[str, widgets.Widget]) -> None:

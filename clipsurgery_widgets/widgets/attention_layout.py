@@ -1,8 +1,9 @@
 """Where everything sits in the AttentionExplorer's figure: axes, traces and titles, built once.
 
-:class:`AttentionLayout` lays out the map panels (the photo, then one per attention kind), the
-small multiples (per layer, one map per kind) and the statistics charts, and records which trace,
-axis and annotation shows what. :class:`.attention_view.AttentionView` fills them with data.
+:class:`AttentionLayout` lays out the map panels (the photo, then one per attention kind, wrapping
+to more rows past four panels), the small multiples (per layer, one map per layer kind) and the
+statistics charts, and records which trace, axis and annotation shows what.
+:class:`.attention_view.AttentionView` fills them with data.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Sequence
 import plotly.graph_objects as go
 
 from ..engine.attention import KIND_LABELS, KINDS, STAT_NAMES, STAT_TITLES
-from ..figures.attention import kind_title
+from ..figures.attention import MAP_COLUMNS, kind_title
 from ..figures.style import KIND_COLORS, MARKER_COLOR, OUTLINE_COLOR
 from .plotting import axis_name, axis_ref
 
@@ -28,18 +29,29 @@ class AttentionLayout:
     panels, ``layer_heat``/``layer_box``/``layer_axes`` (per layer, one per kind) and
     ``layer_titles`` the small multiples, ``stat_lines`` ((stat, scope, kind) -> trace) and
     ``stat_titles`` the charts. Sizes are in pixels of the plot area (``plot_px`` tall).
+
+    ``kinds`` are the map panels' kinds (any of engine/method_rows.py's METHOD_KINDS);
+    ``layer_kinds`` those of the small multiples and charts, which exist at every layer: by default
+    the kinds in the engine's KINDS (q-k, v-v) among ``kinds``, or both when there are none.
+    The map panels sit ``map_shape`` = (rows, columns), at most MAP_COLUMNS per row.
     """
 
-    MAPS_PX, MAP_TITLE_PX, HEADER_PX, CELL_PX, STATS_PX, TITLE_PX = 310, 34, 30, 80, 210, 22
+    MAPS_PX, MAP_TITLE_PX, HEADER_PX, CELL_PX, STATS_PX, TITLE_PX = 310, 48, 30, 80, 210, 22
 
-    def __init__(self, layer_names: Sequence[str], kinds: Sequence[str] = KINDS):
+    def __init__(self, layer_names: Sequence[str], kinds: Sequence[str] = KINDS,
+                 layer_kinds: Sequence[str] | None = None):
         self.layer_names, self.kinds = tuple(layer_names), tuple(kinds)
+        self.layer_kinds = tuple(layer_kinds) if layer_kinds is not None else (
+            tuple(kind for kind in self.kinds if kind in KINDS) or KINDS)
         self.panels = ("image",) + self.kinds
+        map_rows = -(-len(self.panels) // MAP_COLUMNS)
+        self.map_shape = (map_rows, -(-len(self.panels) // map_rows))
+        self.maps_px = map_rows * self.MAPS_PX
         count = len(self.layer_names)
         self.ncols = min(count, 12)
         self.bands = -(-count // self.ncols)
-        self.band_px = self.TITLE_PX + len(self.kinds) * (self.CELL_PX + 6) - 4
-        self.plot_px = self.MAPS_PX + 2 * self.HEADER_PX + self.bands * self.band_px + self.TITLE_PX + self.STATS_PX
+        self.band_px = self.TITLE_PX + len(self.layer_kinds) * (self.CELL_PX + 6) - 4
+        self.plot_px = self.maps_px + 2 * self.HEADER_PX + self.bands * self.band_px + self.TITLE_PX + self.STATS_PX
         self.traces: list = []
         self.axis_layout: dict = {}
         self.notes: list[dict] = []
@@ -83,12 +95,13 @@ class AttentionLayout:
         return max(0.0, self._y(top_px + height_px)), min(1.0, self._y(top_px))
 
     def _add_maps(self) -> None:
-        """The photo and one map per kind; each has a heat trace and the query outline."""
+        """The photo and one map per kind, row by row; each has a heat trace and the query outline."""
         self.map_axes, self.map_heat, self.map_box, self.map_titles = [], [], [], []
-        width = 1 / len(self.panels)
+        width = 1 / self.map_shape[1]
         for panel, name in enumerate(self.panels):
-            x0, x1 = panel * width + 0.01, (panel + 1) * width - 0.01
-            n = self._axis((x0, x1), self._rows_domain(self.MAP_TITLE_PX, self.MAPS_PX - self.MAP_TITLE_PX), True)
+            row, col = divmod(panel, self.map_shape[1])
+            x0, x1, top = col * width + 0.01, (col + 1) * width - 0.01, row * self.MAPS_PX + self.MAP_TITLE_PX
+            n = self._axis((x0, x1), self._rows_domain(top, self.MAPS_PX - self.MAP_TITLE_PX), True)
             self.map_axes.append(n)
             # The photo is a layout image, not a go.Image trace: plotly.js waits for an Image trace's
             # first load before it wires up click events, and an update arriving during that load
@@ -101,12 +114,13 @@ class AttentionLayout:
                 hovertemplate="attention %{customdata:.4f}<br>(relative %{z:.3f})<extra></extra>"), n))
             self.map_box.append(self._add(_outline(MARKER_COLOR, 2.5, "query"), n))
             title = "image" if panel == IMAGE_PANEL else kind_title(name)
-            self.map_titles.append(self._note(title, (x0 + x1) / 2, self.MAP_TITLE_PX, size=11))
+            size = 11 if self.map_shape[1] < MAP_COLUMNS else 10  # four abreast: about 240 px each at 1000 px
+            self.map_titles.append(self._note(title, (x0 + x1) / 2, top, size=size))
         self.grid_lines = self._add(_outline(OUTLINE_COLOR, 0.7, "grid", opacity=0.5), self.map_axes[IMAGE_PANEL])
 
     def _add_layers(self) -> None:
         """Small multiples: per layer, one map per kind in a column, under the layer's name."""
-        top = self.MAPS_PX + self.HEADER_PX
+        top = self.maps_px + self.HEADER_PX
         self._note("<b>Every layer</b> (click a map to show that layer and cell)", 0.0, top - 4, xanchor="left")
         self.layer_heat: list[tuple[int, ...]] = []
         self.layer_box: list[tuple[int, ...]] = []
@@ -117,7 +131,7 @@ class AttentionLayout:
             x0, x1 = col / self.ncols + 0.003, (col + 1) / self.ncols - 0.003
             band_top = top + band * self.band_px + self.TITLE_PX
             heats, boxes, axes = [], [], []
-            for offset, kind in enumerate(self.kinds):
+            for offset, kind in enumerate(self.layer_kinds):
                 n = self._axis((x0, x1), self._rows_domain(band_top + offset * (self.CELL_PX + 6), self.CELL_PX), True)
                 heats.append(self._add(go.Heatmap(
                     z=None, showscale=False, zmin=0, zmax=1, zsmooth=False, meta=name, name=f"{name} {kind}",
@@ -130,14 +144,14 @@ class AttentionLayout:
             self.layer_titles.append(self._note(html.escape(name), (x0 + x1) / 2, band_top, size=10))
         for band in range(self.bands):
             band_top = top + band * self.band_px + self.TITLE_PX
-            for offset, kind in enumerate(self.kinds):
+            for offset, kind in enumerate(self.layer_kinds):
                 middle = band_top + offset * (self.CELL_PX + 6) + self.CELL_PX / 2
                 self._note(KIND_LABELS[kind], -0.005, middle, xanchor="right", yanchor="middle", size=10)
 
     def _add_stats(self) -> None:
         """One line chart per statistic; a solid line (this query) and a dashed one (all queries) per kind."""
-        top = self.MAPS_PX + 2 * self.HEADER_PX + self.bands * self.band_px
-        labels = " against ".join(KIND_LABELS[kind] for kind in self.kinds)
+        top = self.maps_px + 2 * self.HEADER_PX + self.bands * self.band_px
+        labels = " against ".join(KIND_LABELS[kind] for kind in self.layer_kinds)
         self._note(f"<b>{labels} across layers</b> (solid: this query; dashed: mean of all patch queries)", 0.0,
                    top - 4, xanchor="left")
         self.stat_axes: list[int] = []
@@ -148,7 +162,7 @@ class AttentionLayout:
             n = self._axis((x0, x1), self._rows_domain(top + self.TITLE_PX, self.STATS_PX - 30), False)
             self.stat_axes.append(n)
             for scope, (dash, scope_text) in SCOPES.items():
-                for kind in self.kinds:
+                for kind in self.layer_kinds:
                     self.stat_lines[(name, scope, kind)] = self._add(go.Scatter(
                         x=[], y=[], mode="lines+markers", legendgroup=f"{scope}{kind}", showlegend=col == 0,
                         name=f"{KIND_LABELS[kind]}, {scope_text}", marker=dict(size=5),

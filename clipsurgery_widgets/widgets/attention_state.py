@@ -13,12 +13,13 @@ from matplotlib import colormaps
 
 from ..engine.attention import AttentionInputError, Query, check_query
 from ..engine.images import check_input_size
+from ..engine.method_rows import METHOD_KINDS, is_capture_kind
 from ..figures.style import DEFAULT_CMAP, DEFAULT_OPACITY
 from .state import Integer, InvalidStateError, Number, Text, invalid
 
 
 class AttentionSettings(traitlets.HasTraits):
-    """query, layer, head, size, radius, cmap, opacity, with their checks (mixed into the explorer).
+    """query, layer, head, size, radius, cmap, opacity, kinds, with their checks (mixed into the explorer).
 
     The explorer sets ``explainer`` (its model gives the patch size), ``_layer_names`` and
     ``_num_heads`` (from ``engine.attention.attention_layout``) before it assigns any setting;
@@ -32,6 +33,20 @@ class AttentionSettings(traitlets.HasTraits):
     radius = Number(1.0, low=0.0, help="Radius in cells (Chebyshev) of the 'mass within the radius' statistic.")
     cmap = Text(DEFAULT_CMAP, help="Colour map of the attention maps (a matplotlib name).")
     opacity = Number(DEFAULT_OPACITY, low=0.0, high=1.0, help="Weight of the maps over the image.")
+    kinds = traitlets.Any(("qk", "vv"), help="The attention kinds of the map panels (engine.method_rows.METHOD_KINDS).")
+
+    @traitlets.validate("kinds")
+    def _valid_kinds(self, proposal: dict) -> tuple[str, ...]:
+        value = proposal["value"]
+        values = tuple(value) if isinstance(value, (tuple, list)) else None
+        if not values or any(not isinstance(v, str) or v not in METHOD_KINDS for v in values) \
+                or len(set(values)) != len(values):
+            raise invalid(self, "kinds", value, "a tuple of one or more distinct kinds from "
+                                                + ", ".join(map(repr, METHOD_KINDS)))
+        if self.explainer.model.family != "vit" and not all(is_capture_kind(v) for v in values):
+            raise invalid(self, "kinds", value, "'qk' and/or 'vv': the dense methods' attention needs a ViT "
+                                                "image tower (load one such as ViT-B-16)")
+        return values
 
     @traitlets.validate("layer")
     def _valid_layer(self, proposal: dict) -> int:

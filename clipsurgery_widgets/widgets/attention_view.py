@@ -1,15 +1,16 @@
 """The AttentionExplorer's view: one plotly FigureWidget with the maps, every layer, and the statistics.
 
-It draws engine results it is given (AttentionRows, AttentionStats) and reports what it shows with
-:meth:`AttentionView.describe`. The attention kinds shown are data: ``kinds`` (default the engine's
-KINDS, q-k and v-v) sets the map panels, the rows of each small-multiples band and the chart lines,
-so another kind of attention is one more entry there (plus its colour in ``KIND_COLORS``).
+It draws engine results it is given (AttentionRows, AttentionStats, and KindRow for the dense
+methods' attention) and reports what it shows with :meth:`AttentionView.describe`. The attention
+kinds shown are data: ``kinds`` (default the engine's KINDS, q-k and v-v; any of
+engine/method_rows.py's METHOD_KINDS) sets the map panels; ``layer_kinds`` (default: the q-k and
+v-v among them) the rows of each small-multiples band and the chart lines.
 """
 from __future__ import annotations
 
 import html
 import re
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -24,7 +25,9 @@ from ..engine.attention import (
     Query,
     cell_box,
 )
-from ..figures.attention import global_text, head_text, kind_title, query_text
+from ..engine.method_rows import KIND_METHODS, KindRow
+from ..figures.attention import head_text, kind_title, panel_title, query_text
+from ..figures.style import method_name
 from .attention_layout import IMAGE_PANEL, AttentionLayout
 from .plotting import axis_name, axis_ref, compact, image_data_uri, plotly_colorscale
 
@@ -34,7 +37,7 @@ __all__ = ["AttentionView", "IMAGE_PANEL"]
 class AttentionView(AttentionLayout):
     """One FigureWidget holding every view of the explorer (one widget: plotly.js is sent once).
 
-    Top: the image with its patch grid, then one map per kind. Middle: small multiples, the rows
+    Top: the image with its patch grid, then one map per kind (rows of up to four panels). Middle: small multiples, the rows
     of the query at every layer (one row of maps per kind, up to 12 layers per band). Bottom: one
     line chart per statistic. Map panels use image-pixel coordinates (pixel centres at integers);
     small multiples use cell coordinates. The query cell is outlined in every map. Where each of
@@ -47,13 +50,15 @@ class AttentionView(AttentionLayout):
 
     def __init__(self, layer_names: Sequence[str], on_map_click: Callable[[int, float, float], None],
                  on_layer_click: Callable[[int, float, float], None],
-                 on_error: Callable[[Exception, str], None], kinds: Sequence[str] = KINDS):
-        super().__init__(layer_names, kinds)
+                 on_error: Callable[[Exception, str], None], kinds: Sequence[str] = KINDS,
+                 layer_kinds: Sequence[str] | None = None):
+        super().__init__(layer_names, kinds, layer_kinds)
         self._on_map_click, self._on_layer_click, self._on_error = on_map_click, on_layer_click, on_error
         self._grid: tuple | None = None
         self._style: tuple[str, float] | None = None
         self._marked_layer: int | None = None
         self._rows: AttentionRows | None = None
+        self._panels: dict[str, KindRow | None] = {}
         self.fig = go.FigureWidget(data=self.traces, layout=dict(
             self.axis_layout, height=self.plot_px + 70, margin=dict(l=40, r=10, t=10, b=60), dragmode=False,
             plot_bgcolor="white", hovermode="closest", annotations=self.notes, images=self.images,
@@ -115,13 +120,21 @@ class AttentionView(AttentionLayout):
                 self.fig.data[index].update(x=[], y=[])
             self.fig.layout.shapes = []
             self._grid = self._marked_layer = self._rows = None
+            self._panels = {}
 
     def show(self, size: tuple[int, int], rows: AttentionRows, all_rows: Sequence[AttentionRows],
-             query_stats: AttentionStats, all_stats: AttentionStats | None, cmap: str, opacity: float) -> None:
-        """Draw the rows at the current layer, at every layer (``all_rows``) and the statistics."""
+             query_stats: AttentionStats, all_stats: AttentionStats | None, cmap: str, opacity: float,
+             panels: Mapping[str, KindRow | None] | None = None) -> None:
+        """Draw the rows at the current layer, at every layer (``all_rows``) and the statistics.
+
+        panels: {kind: KindRow} of the map panels (None: not computed yet, drawn empty); by default
+            the q-k and v-v rows of ``rows``.
+        """
+        if panels is None:
+            panels = {kind: KindRow.from_rows(rows, kind) for kind in self.kinds}
         with self.fig.batch_update():
             self._show_grid(size, rows.grid)
-            self._show_maps(size, rows)
+            self._show_maps(size, rows, panels)
             self._show_layers(rows, all_rows)
             self._show_stats(rows.layer, query_stats, all_stats)
             if self._style != (cmap, opacity):
@@ -160,14 +173,21 @@ class AttentionView(AttentionLayout):
                 self.fig.layout[axis_name("y", n)].update(range=[gh - 0.5, -0.5], autorange=False)
         self._grid = (size, grid)
 
-    def _show_maps(self, size: tuple[int, int], rows: AttentionRows) -> None:
+    def _show_maps(self, size: tuple[int, int], rows: AttentionRows, panels: Mapping[str, KindRow | None]) -> None:
         titles = [("image", query_text(rows.query))]
         for panel, kind in enumerate(self.kinds, start=1):
-            self.fig.data[self.map_heat[panel]].update(z=compact(rows.normalised(kind), 4),
-                                                       customdata=compact(rows.kind(kind)[0], 5))
-            titles.append((f"{kind_title(kind)}, {head_text(rows.head)}", global_text(rows, kind)))
-        for note, (first, second) in zip(self.map_titles, titles):  # two short lines: the panels can be narrow
-            self._set_note(note, f"{html.escape(first)}<br>{html.escape(second)}")
+            row = panels.get(kind)
+            if row is None:  # its job is still running
+                self.fig.data[self.map_heat[panel]].update(z=None, customdata=None)
+                titles.append((f"{kind_title(kind)}, {head_text(rows.head)}", method_name(KIND_METHODS[kind][0]),
+                               "computing…"))
+                continue
+            self.fig.data[self.map_heat[panel]].update(z=compact(row.normalised(), 4),
+                                                       customdata=compact(row.patches, 5))
+            titles.append(panel_title(row, self.layer_names[row.layer]))
+        for note, lines in zip(self.map_titles, titles):  # short lines: the panels can be narrow
+            self._set_note(note, "<br>".join(html.escape(line) for line in lines))
+        self._panels = dict(panels)
         xs, ys = _box_path(rows.query, size, rows.grid)
         for index in self.map_box:
             self.fig.data[index].update(x=xs, y=ys)
@@ -175,7 +195,7 @@ class AttentionView(AttentionLayout):
     def _show_layers(self, rows: AttentionRows, all_rows: Sequence[AttentionRows]) -> None:
         xs, ys = _box_path(rows.query, rows.grid, rows.grid)  # cell units
         for layer_rows, heats, boxes in zip(all_rows, self.layer_heat, self.layer_box):
-            for index, box, kind in zip(heats, boxes, self.kinds):
+            for index, box, kind in zip(heats, boxes, self.layer_kinds):
                 self.fig.data[index].update(z=compact(layer_rows.normalised(kind), 4),
                                             customdata=compact(layer_rows.kind(kind)[0], 5))
                 self.fig.data[box].update(x=xs, y=ys)
@@ -211,7 +231,9 @@ class AttentionView(AttentionLayout):
 
         panels: what each map panel shows ("image", then the kinds). Per map panel: images, (H, W)
         of the photo or None; titles, plain text (lines joined by newlines); query_boxes, the
-        query's outline (x0, y0, x1, y1) in image pixels, or None.
+        query's outline (x0, y0, x1, y1) in image pixels, or None. map_shape: (rows, columns) of
+        the map panels. kinds: the map panels' kinds; kind_titles: {kind: its panel's title};
+        blocks: {kind: the block its map shows, None before it is drawn}.
         query, layer, head: of the rows drawn (None before any).
         maps: {kind: float [gh, gw] attention shown (the hover values)}; relative: {kind: the values
             drawn, each map divided by its largest patch value}.
@@ -223,11 +245,17 @@ class AttentionView(AttentionLayout):
         """
         rows = self._rows
         boxes = [self.fig.data[index] for index in self.map_box]
-        first_line = self.fig.data[self.stat_lines[(STAT_NAMES[0], "query", self.kinds[0])]]
+        first_line = self.fig.data[self.stat_lines[(STAT_NAMES[0], "query", self.layer_kinds[0])]]
+        titles = [_plain(self.fig.layout.annotations[note].text) for note in self.map_titles]
         return {
             "panels": self.panels,
+            "map_shape": self.map_shape,
+            "kinds": self.kinds,
+            "kind_titles": dict(zip(self.kinds, titles[1:])),
+            "blocks": {kind: None if self._panels.get(kind) is None else self._panels[kind].layer
+                       for kind in self.kinds},
             "images": [(int(i.sizey), int(i.sizex)) if i.source else None for i in self.fig.layout.images],
-            "titles": [_plain(self.fig.layout.annotations[note].text) for note in self.map_titles],
+            "titles": titles,
             "query": None if rows is None else rows.query,
             "layer": None if rows is None else rows.layer,
             "head": None if rows is None else rows.head,
@@ -239,7 +267,7 @@ class AttentionView(AttentionLayout):
             "layers": {
                 "titles": [_plain(self.fig.layout.annotations[note].text) for note in self.layer_titles],
                 "current": None if rows is None else rows.layer,
-                "maps": [{kind: self._values(index, "customdata") for kind, index in zip(self.kinds, heats)}
+                "maps": [{kind: self._values(index, "customdata") for kind, index in zip(self.layer_kinds, heats)}
                          for heats in self.layer_heat],
             },
             "stats": {

@@ -1,4 +1,5 @@
-"""The q-k vs v-v lesson notebook in a real JupyterLab and Chromium: click a patch, move the layer slider."""
+"""The q-k vs v-v lesson notebook in a real JupyterLab and Chromium: click a patch, move the layer slider,
+then show the attention every dense method uses and click a patch again."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -100,3 +101,49 @@ def test_attention_explorer_in_browser(lab):
     explorer.scroll_into_view_if_needed()
     lab.screenshot("attention-03-layer-moved")
     explorer.screenshot(path=str(ARTIFACTS / "attention-explorer.png"))
+
+
+    # Show the attention every dense method uses: the view is rebuilt with eight map panels in two rows.
+    explorer.locator(".csw-all-kinds").click()
+    page.wait_for_function(f"""() => {{
+        const gd = {PLOT_JS};
+        const heats = gd && gd.data ? gd.data.filter(t => t.name === 'heat') : [];
+        return heats.length === 8 && heats.every(t => t.z);
+    }}""", timeout=60_000)
+    titles = page.evaluate(f"() => {PLOT_JS}.layout.annotations.slice(0, 8).map(a => a.text)")
+    for first, method in [("q-k attention", "raw CLIP"), ("v-v attention", "CLIP Surgery"),
+                          ("q-q attention", "ClearCLIP"), ("k-k attention", "NACLIP, no Gaussian"),
+                          ("q-q + k-k attention", "SCLIP, ÷ 2"), ("k-k + Gaussian attention", "NACLIP"),
+                          ("GEM self-self attention", "GEM")]:
+        assert any(t.startswith(first) and f"<br>{method} · block" in t for t in titles), (first, titles)
+    for kind in ("qq", "kk", "qq-kk", "kk-gauss", "gem"):  # their toggles are on
+        assert "mod-active" in (explorer.locator(f".csw-kind-{kind}").get_attribute("class") or "")
+    assert explorer.locator(".csw-error").inner_text().strip() == ""
+    wait_until_interactive(page)
+    panels_before = map_boxes(page)
+    assert len(panels_before) == 8 and len(set(panels_before)) == 1  # one marker, in every map panel
+
+    # Click a patch of the image panel (upper right this time): the marker moves in all eight panels.
+    drag = explorer.locator(".csw-plot .nsewdrag").first
+    drag.scroll_into_view_if_needed()
+    box = drag.bounding_box()
+    x, y = box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.2
+    page.mouse.move(x, y)
+    page.mouse.click(x, y)
+    page.wait_for_function(f"""(before) => {{
+        const gd = {PLOT_JS};
+        const boxes = gd.data.filter(t => t.name === 'query').slice(0, 8);
+        return boxes.every(b => JSON.stringify([Array.from(b.x || []), Array.from(b.y || [])]) !== before);
+    }}""", arg=panels_before[0], timeout=30_000)
+    panels_after = map_boxes(page)
+    assert len(set(panels_after)) == 1 and panels_after[0] != panels_before[0]
+    assert explorer.locator(".csw-error").inner_text().strip() == ""
+    explorer.scroll_into_view_if_needed()
+    lab.screenshot("attention-04-every-method")
+    explorer.screenshot(path=str(ARTIFACTS / "attention-explorer-methods.png"))
+
+
+def map_boxes(page) -> list[str]:
+    """The query outline of each map panel (the first eight 'query' traces), as JSON strings."""
+    return page.evaluate(f"""() => {PLOT_JS}.data.filter(t => t.name === 'query').slice(0, 8)
+        .map(b => JSON.stringify([Array.from(b.x || []), Array.from(b.y || [])]))""")

@@ -317,3 +317,150 @@ def test_the_view_draws_the_kinds_it_is_given(explainer, cat):
     assert {kind for _, _, kind in shown["stats"]["series"]} == {"vv"}
     assert all(not values for (_, scope, _), values in shown["stats"]["series"].items() if scope == "all")
     assert (shown["cmap"], shown["opacity"], shown["layer"]) == ("viridis", 0.5, 2)
+
+
+# --- the attention each dense method uses (kinds beyond q-k and v-v) ------------------------------
+
+ALL_KINDS = ("qk", "vv", "qq", "kk", "qq+kk", "kk+gauss", "gem")
+# The method (with parameters) whose attention each kind is, and what its rows are divided by.
+SOURCES = {"qk": ("raw", {}, 1), "vv": ("clip_surgery", {}, 1), "qq": ("clearclip", {"attention": "qq"}, 1),
+           "kk": ("naclip", {"gaussian_std": 0}, 1), "qq+kk": ("sclip", {}, 2), "kk+gauss": ("naclip", {}, 1),
+           "gem": ("gem", {}, 1)}
+TITLES = {"qk": ("q-k attention", "raw CLIP"), "vv": ("v-v attention", "CLIP Surgery"),
+          "qq": ("q-q attention", "ClearCLIP"), "kk": ("k-k attention", "NACLIP, no Gaussian"),
+          "qq+kk": ("q-q + k-k attention", "SCLIP, ÷ 2"), "kk+gauss": ("k-k + Gaussian attention", "NACLIP"),
+          "gem": ("GEM self-self attention", "GEM")}
+
+
+def _method_row(explainer, rgb, kind, query, head=None, size=224):
+    """[gh, gw] map of ``kind`` read straight from method_attention's last-block weights."""
+    from clipsurgery_widgets.engine.towers.dense_attention import method_attention
+
+    m = explainer.model
+    method, params, divide = SOURCES[kind]
+    result = method_attention(m, preprocess(rgb, size, m.mean, m.std, m.patch_size), method, **params)
+    gh, gw = result.grid
+    weights = result.weights[0, :, 1 + query[0] * gw + query[1]]  # [H, T]: the query's rows
+    row = (weights.mean(0) if head is None else weights[head]) / divide
+    return row[1:].reshape(gh, gw).numpy()
+
+
+@pytest.fixture
+def all_kinds(explainer, cat):
+    w = AttentionExplorer(explainer, cat, kinds=ALL_KINDS)
+    assert w.wait(60)
+    return w
+
+
+def test_every_kind_shows_the_rows_of_its_method(all_kinds, explainer, cat):
+    w = all_kinds
+    shown = w.view.describe()
+    assert shown["panels"] == ("image",) + ALL_KINDS and shown["kinds"] == ALL_KINDS
+    assert shown["map_shape"] == (2, 4)  # wrapped: four panels per row
+    assert shown["images"] == [cat.shape[:2]] * 8 and w.error is None
+    for kind in ALL_KINDS:
+        first, method = TITLES[kind]
+        title = shown["kind_titles"][kind]
+        assert title.split("\n")[:2] == [f"{first}, mean of heads", f"{method} · block 5"], title
+        np.testing.assert_allclose(shown["maps"][kind], _method_row(explainer, cat, kind, (7, 7)), atol=1e-5)
+        assert w.kind_rows[kind].patches.sum() + w.kind_rows[kind].global_token == pytest.approx(1, abs=1e-4)
+        assert f"global token {w.kind_rows[kind].global_token:.3f}" in title
+    assert shown["blocks"] == dict.fromkeys(ALL_KINDS, 5)
+    # One head: the methods' panels follow the head setting too.
+    w.head = 1
+    maps = w.view.describe()["maps"]
+    for kind in ("qq+kk", "gem"):
+        np.testing.assert_allclose(maps[kind], _method_row(explainer, cat, kind, (7, 7), head=1), atol=1e-5)
+
+
+def test_clicking_any_panel_moves_the_query_in_every_panel(all_kinds, explainer, cat):
+    w = all_kinds
+    height, width = cat.shape[:2]
+    before = w.view.describe()["maps"]
+    for panel, (x, y) in enumerate([(5, 5), (40, 250), (440, 10), (200, 150), (300, 290), (10, 150),
+                                    (100, 100), (420, 200)]):
+        assert w.click(x, y, panel=panel) == (int((y + 0.5) * 14 / height), int((x + 0.5) * 14 / width))
+    query = w.query
+    assert query == (9, 13)
+    shown = w.view.describe()
+    assert shown["query"] == query and shown["query_boxes"] == [pytest.approx(cell_box(query, (height, width),
+                                                                                       (14, 14)))] * 8
+    for kind in ALL_KINDS:
+        assert not np.allclose(shown["maps"][kind], before[kind])
+        np.testing.assert_allclose(shown["maps"][kind], _method_row(explainer, cat, kind, query), atol=1e-5)
+    with pytest.raises(ValueError, match="panel=8"):
+        w.click(0, 0, panel=8)
+
+
+def test_methods_stay_at_the_last_block_while_the_layer_moves(all_kinds, explainer, cat):
+    w = all_kinds
+    w.layer = 2
+    shown = w.view.describe()
+    assert shown["blocks"] == {**dict.fromkeys(ALL_KINDS, 5), "qk": 2, "vv": 2}
+    assert "raw CLIP · block 2" in shown["kind_titles"]["qk"] and "GEM · block 5" in shown["kind_titles"]["gem"]
+    np.testing.assert_allclose(shown["maps"]["qk"], _reference(explainer, cat).rows(2, (7, 7)).qk, atol=1e-5)
+    np.testing.assert_allclose(shown["maps"]["qq"], _method_row(explainer, cat, "qq", (7, 7)), atol=1e-5)
+    assert [list(maps) for maps in shown["layers"]["maps"]] == [["qk", "vv"]] * 6  # every layer: q-k, v-v only
+
+
+def test_kind_toggles_and_the_all_methods_button(explorer, explainer, cat, monkeypatch):
+    from clipsurgery_widgets.widgets import attention_kinds
+
+    calls = []
+    real = attention_kinds.image_kind_attention
+    monkeypatch.setattr(attention_kinds, "image_kind_attention", lambda *a: calls.append(a[-1]) or real(*a))
+    w = explorer
+    toggles = dict(zip(ALL_KINDS, w.controls["kinds"].children))
+    assert [k for k, t in toggles.items() if t.value] == ["qk", "vv"]
+    old_plot = w.plot
+    toggles["qq"].value = True
+    assert w.kinds == ("qk", "vv", "qq") and w.wait(60)
+    assert w.plot is not old_plot and w.view.describe()["panels"] == ("image", "qk", "vv", "qq")
+    assert w.view.describe()["map_shape"] == (1, 4) and calls == ["qq"]
+    np.testing.assert_allclose(w.view.describe()["maps"]["qq"], _method_row(explainer, cat, "qq", (7, 7)), atol=1e-5)
+    w.controls["all_kinds"].click()
+    assert w.kinds == ALL_KINDS and all(t.value for t in toggles.values()) and w.wait(60)
+    assert sorted(calls) == sorted(["qq", "kk", "qq+kk", "kk+gauss", "gem"])  # qq was cached
+    assert w.controls["all_kinds"].description == "q-k, v-v only"
+    w.controls["all_kinds"].click()
+    assert w.kinds == ("qk", "vv") and w.view.describe()["panels"] == ("image", "qk", "vv")
+    w.kinds = ("gem", "qk")  # any order from Python, cached: no forward pass
+    assert w.wait(60) and len(calls) == 5 and w.view.describe()["panels"] == ("image", "gem", "qk")
+    assert [k for k, t in toggles.items() if t.value] == ["qk", "gem"]
+    toggles["qk"].value = False
+    toggles["gem"].value = False  # would leave nothing shown: refused, shown, and put back
+    assert w.kinds == ("gem",) and toggles["gem"].value and "kinds" in w.error
+
+
+def test_bad_kinds_raise_and_change_nothing(explorer, tiny_resnet, cat):
+    w = explorer
+    plot = w.plot
+    for bad in [(), ("qk", "qk"), ("qk", "xx"), "qk", ["vv", None], 3]:
+        with pytest.raises(InvalidStateError) as caught:
+            w.kinds = bad
+        assert isinstance(caught.value, ValueError) and not isinstance(caught.value, TraitError)
+        assert f".kinds = {bad!r}" in str(caught.value)
+    assert w.kinds == ("qk", "vv") and w.plot is plot
+    w.kinds = ["vv", "qq"]  # a list is read as a tuple
+    assert w.kinds == ("vv", "qq")
+    resnet = AttentionExplorer(Explainer(tiny_resnet, cache_dir=False), cat)
+    with pytest.raises(InvalidStateError, match="ViT"):
+        resnet.kinds = ("qk", "qq")
+    assert resnet.kinds == ("qk", "vv") and resnet.controls["all_kinds"].disabled
+    assert [t.disabled for t in resnet.controls["kinds"].children] == [False, False] + [True] * 5
+    assert resnet.wait(60)
+
+
+def test_static_figure_has_one_map_per_kind(all_kinds, cat):
+    w = all_kinds
+    fig = w.figure()
+    titles = [ax.get_title() for ax in fig.axes]
+    maps = [t for t in titles if "attention" in t]
+    assert len(fig.axes) == 8 and len(maps) == 7  # the image, then one map per kind
+    for kind, title in zip(ALL_KINDS, maps):
+        assert title.startswith(TITLES[kind][0]) and TITLES[kind][1] in title
+    assert "query (row 7, col 7)" in fig.get_suptitle()
+    paper = w.figure(images=[cat, sample_image("coffee")], queries=(3, 3))
+    assert len(paper.axes) == 2 * 8  # one column per image: the image row, then a row per kind
+    w.kinds = ("vv", "gem")
+    assert len(w.figure().axes) == 3
