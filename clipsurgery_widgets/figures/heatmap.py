@@ -19,8 +19,9 @@ from matplotlib.patches import Patch
 from ..engine.maps import overlay
 from ..engine.regions import region_outline
 from ..engine.results import Explanation
-from .style import OUTLINE_COLOR, label_colors, new_figure
+from .style import METHOD_NAMES, OUTLINE_COLOR, label_colors, method_name, new_figure
 
+# The two original methods' titles (kept for callers); every method's display name is style.method_name.
 METHOD_TITLES = {"raw": "raw CLIP", "surgery": "CLIP Surgery"}
 _PANEL_INCHES = 2.6
 
@@ -29,12 +30,13 @@ def explanation_grid(rgb: np.ndarray, explanation: Explanation, methods: Sequenc
                      labels: Sequence[str] | None = None, cmap: str = "jet", opacity: float = 0.6,
                      threshold: float | None = None, show_image: bool = True,
                      panel_inches: float = _PANEL_INCHES) -> Figure:
-    """One row per label; columns: the image, then one overlay per method (raw CLIP, CLIP Surgery).
+    """One row per label; columns: the image, then one overlay per method (raw CLIP, CLIP Surgery, ...).
 
     Args:
         rgb: uint8 [H, W, 3], the image the explanation was computed for.
-        explanation: from ``Explainer.explain(..., method="both")`` (or the one method asked for).
-        methods: which map sets to show, in column order ("raw", "surgery").
+        explanation: from ``Explainer.explain(..., method="both")`` (or with the methods asked for).
+        methods: which map sets to show, in column order: any dense method the explanation holds
+            ("raw", "surgery" or "clip_surgery", "sclip", ...; docs/algorithms.md#dense-methods).
         labels: rows to show (default every label of the explanation).
         cmap, opacity: colour map of the heat maps and their weight over the image.
         threshold: when given, outline the region where the map is >= threshold.
@@ -52,7 +54,7 @@ def explanation_grid(rgb: np.ndarray, explanation: Explanation, methods: Sequenc
             heat = None if column == "image" else explanation.map_for(label, column)
             _draw_panel(ax, rgb, heat, cmap, opacity, threshold)
             if row == 0:
-                ax.set_title(METHOD_TITLES.get(column, column), fontsize=11)
+                ax.set_title("image" if column == "image" else method_name(column), fontsize=11)
             if col == 0:
                 ax.text(-0.04, 0.5, label, transform=ax.transAxes, rotation=90, ha="right", va="center",
                         fontsize=11)
@@ -64,7 +66,7 @@ def label_grid(rgb: np.ndarray, explanation: Explanation, method: str = "surgery
                labels: Sequence[str] | None = None, cmap: str = "jet", opacity: float = 0.6,
                threshold: float | None = None, ncols: int | None = None,
                panel_inches: float = _PANEL_INCHES) -> Figure:
-    """One overlay panel per label (one method), titled with the label, sharing a colour bar."""
+    """One overlay panel per label (one method, any the explanation holds), titled with the label, sharing a colour bar."""
     rgb = _check_image(rgb, explanation)
     (method,) = _check_methods(explanation, (method,))
     labels = _check_labels(explanation, labels)
@@ -79,7 +81,7 @@ def label_grid(rgb: np.ndarray, explanation: Explanation, method: str = "surgery
         _draw_panel(ax, rgb, explanation.map_for(labels[index], method), cmap, opacity, threshold)
         ax.set_title(labels[index], fontsize=10)
     if len(labels) > 1 or ncols > 1:
-        fig.suptitle(METHOD_TITLES.get(method, method), fontsize=12)
+        fig.suptitle(method_name(method), fontsize=12)
     _colorbar(fig, axes, cmap)
     return fig
 
@@ -90,7 +92,7 @@ def overlay_figure(rgb: np.ndarray, explanation: Explanation, label: str, method
     """A single overlay of one label, titled "<method>: <label>", with a colour bar."""
     fig = label_grid(rgb, explanation, method, [label], cmap, opacity, threshold, ncols=1,
                      panel_inches=panel_inches)
-    fig.axes[0].set_title(f"{METHOD_TITLES.get(method, method)}: {label}", fontsize=11)
+    fig.axes[0].set_title(f"{method_name(method)}: {label}", fontsize=11)
     return fig
 
 
@@ -112,7 +114,7 @@ def segmentation_figure(rgb: np.ndarray, explanation: Explanation, method: str =
     ax = fig.subplots()
     ax.imshow(blended, interpolation="nearest")
     ax.set_axis_off()
-    ax.set_title(f"{METHOD_TITLES.get(method, method)}: argmax segmentation", fontsize=11)
+    ax.set_title(f"{method_name(method)}: argmax segmentation", fontsize=11)
     shown = range(len(explanation.labels)) if legend == "all" else np.unique(segmentation)
     handles = [Patch(facecolor=colors[i], edgecolor="none", label=explanation.labels[i]) for i in shown]
     fig.legend(handles=handles, loc="outside right upper", fontsize=9, frameon=False)
@@ -154,10 +156,15 @@ def _check_methods(explanation: Explanation, methods: Sequence[str]) -> list[str
     if not methods:
         raise ValueError("methods is empty: pass ('raw', 'surgery') or one of them.")
     for method in methods:
-        if method not in METHOD_TITLES:
-            raise ValueError(f"Unknown method {method!r}; use 'raw' or 'surgery'.")
-        if getattr(explanation, method) is None:
-            raise ValueError(f"This explanation has no {method!r} maps; explain with method='both'.")
+        if method not in METHOD_NAMES and method != "surgery":
+            raise ValueError(f"Unknown method {method!r}; use 'surgery' or one of {', '.join(METHOD_NAMES)}.")
+        try:
+            explanation.mapset(method)  # every method is read through mapset
+        except ValueError:
+            have = ", ".join(explanation.by_method) or ", ".join(
+                m for m in ("raw", "surgery") if getattr(explanation, m) is not None)
+            raise ValueError(f"This explanation has no {method!r} maps (it has: {have}); explain with "
+                             f"method='both' (raw and CLIP Surgery) or methods=[{method!r}, ...].") from None
     return methods
 
 

@@ -1,80 +1,62 @@
-"""HeatmapExplorer: text-to-image heat maps of CLIP Surgery (and raw CLIP) for labels you type.
+"""HeatmapExplorer: text-to-image heat maps of CLIP Surgery and the other dense methods for labels you type.
 
-The controller: public state as traits, the "explain" background job, clicks. What is drawn and
-how lives in :mod:`.heatmap_view`; the controls and their links in :mod:`.heatmap_controls`.
+The controller: the "explain" and "segment" background jobs, clicks, the static figure. The
+settings and their checks live in :mod:`.heatmap_state`; what each view shows in
+:mod:`.heatmap_plan`; how it is drawn in :mod:`.heatmap_view`; the controls in :mod:`.heatmap_controls`.
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 import numpy as np
-import traitlets
-from matplotlib import colormaps
 
 from .. import figures
 from ..data.presets import PRESETS
-from ..engine.errors import ClipSurgeryError, TextInputError
-from ..engine.explainer import REDUNDANCY_MODES
-from ..engine.images import check_input_size
+from ..engine.errors import ClipSurgeryError
 from ..engine.regions import patch_at
-from ..engine.text.labels import parse_labels, parse_target
+from ..engine.segmentation.label_segmentation import segment_labels
+from ..figures.methods import methods_grid
+from ..figures.segmentation import class_map_figure
+from ..figures.style import method_name
 from .base import ExplorerWidget
 from .heatmap_controls import build_controls, control_rows, format_size, link_controls
-from .heatmap_view import (
+from .heatmap_plan import (
     COMPARED_METHODS,
-    VIEWS,
-    HeatmapView,
+    DEFAULT_COMPARED,
+    DEFAULT_COMPARED_RESNET,
     Plan,
     Style,
-    method_maps,
-    method_title,
+    methods_needed,
     panel_plan,
 )
-from .state import (
-    Choice,
-    Integer,
-    InvalidStateError,
-    Number,
-    OptionalNumber,
-    Text,
-    invalid,
-)
+from .heatmap_state import HeatmapSettings
+from .heatmap_view import HeatmapView, has_maps, method_maps
 
 
-class HeatmapExplorer(ExplorerWidget):
-    """Explore which image regions a CLIP model ties to each label.
+class HeatmapExplorer(ExplorerWidget, HeatmapSettings):
+    """Explore which image regions a CLIP model ties to each label, with any dense method.
 
     Args:
         explainer: an ``engine.Explainer``.
         image: path, array, PIL image or bytes (anything ``load_image`` accepts); or upload one.
-        labels, view, label, redundancy, size, depth, cmap, opacity, threshold, heat_side: the
-            initial values of the settings below (depth defaults to min(6, number of blocks)).
+        labels, view, label, method, compared, feature_surgery, redundancy, size, depth, cmap,
+            opacity, threshold, heat_side, prob_thd, area_thd, pamr_steps, logit_scale: the initial
+            values of the settings (see :class:`~.heatmap_state.HeatmapSettings`; depth defaults to
+            min(6, number of blocks), compared to raw, CLIP Surgery, SCLIP and NACLIP on a ViT).
 
     Every setting is a trait, tied to its control: set it from Python or in the widget. A value
     the widget cannot take raises :class:`~.state.InvalidStateError` and changes nothing. The
-    current result is ``explanation``; ``describe()`` says what is shown; ``figure()`` gives a
-    static matplotlib figure.
+    current result is ``explanation`` (and ``segmentation`` in the segmentation view);
+    ``describe()`` says what is shown; ``figure()`` gives a static matplotlib figure.
     """
 
-    labels = traitlets.Any(help="The labels: a list, or one comma-separated string (read back as a list); "
-                                "'a+b' combines targets.")
-    label = Text("", help="The label of the one-label and raw-vs-surgery views; one of the labels.")
-    view = Choice(tuple(VIEWS), help='"overlay" (one label), "grid" (every label), "compare" (raw CLIP vs '
-                                     'CLIP Surgery) or "segmentation" (argmax label per pixel).')
-    redundancy = Choice(REDUNDANCY_MODES, help='Feature-surgery mode: "auto", "labels", "empty" or "none".')
-    size = traitlets.Any(224, help="Model input size: an int S or (H, W), multiples of the patch size.")
-    depth = Integer(6, help="Surgery depth: how many final blocks get the v-v path (ViT), 1..number of blocks.")
-    cmap = Text("jet", help="Colour map of the heat maps: a matplotlib name.")
-    opacity = Number(0.6, low=0.0, high=1.0, help="Weight of the heat map over the image.")
-    threshold = OptionalNumber(None, low=0.0, high=1.0, help="Outline where the map >= threshold, in (0, 1]; "
-                                                             "None: no outline.")
-    heat_side = Integer(200, low=16, help="The segmentation view is sent at about this many pixels on its long "
-                                          "side (heat maps travel as their patch grid).")
-
     def __init__(self, explainer: Any, image: Any = None, labels: Sequence[str] | str = ("cat", "dog", "grass", "sky"),
-                 *, view: str = "overlay", label: str | None = None, redundancy: str = "auto",
-                 size: int | tuple[int, int] = 224, depth: int | None = None, cmap: str = "jet",
-                 opacity: float = 0.6, threshold: float | None = None, heat_side: int = 200):
+                 *, view: str = "overlay", label: str | None = None, method: str = "clip_surgery",
+                 compared: Sequence[str] | None = None, feature_surgery: bool | None = None,
+                 redundancy: str = "auto", size: int | tuple[int, int] = 224, depth: int | None = None,
+                 cmap: str = "jet", opacity: float = 0.6, threshold: float | None = None, heat_side: int = 200,
+                 prob_thd: float = 0.0, area_thd: float | None = None, pamr_steps: int = 0,
+                 logit_scale: float = 40.0):
         super().__init__()
         self.explainer = explainer
         self._max_depth = explainer.model.num_blocks
@@ -82,14 +64,20 @@ class HeatmapExplorer(ExplorerWidget):
         self._image_version = 0
         self._explanation = None
         self._explanation_version = 0
+        self._segmentation: tuple[tuple, Any] | None = None  # (its settings key, LabelSegmentation)
+        self._segmentation_asked: tuple | None = None  # the key of the newest segment job
         self._selected: dict | None = None
         self.labels = labels
         self.label = label if label is not None else self.labels[0]
-        self.view, self.redundancy, self.size, self.cmap = view, redundancy, size, cmap
-        self.opacity, self.threshold, self.heat_side = opacity, threshold, heat_side
+        self.method = method
+        vit = explainer.model.family == "vit"
+        self.compared = compared if compared is not None else DEFAULT_COMPARED if vit else DEFAULT_COMPARED_RESNET
+        self.view, self.feature_surgery, self.redundancy, self.size = view, feature_surgery, redundancy, size
+        self.cmap, self.opacity, self.threshold, self.heat_side = cmap, opacity, threshold, heat_side
+        self.prob_thd, self.area_thd, self.pamr_steps, self.logit_scale = prob_thd, area_thd, pamr_steps, logit_scale
         self.depth = depth if depth is not None else min(6, self._max_depth or 6)
         self.plots = HeatmapView(on_click=self._guarded(self._select, "reading the clicked point"))
-        self.controls = build_controls(explainer.model.patch_size, self._max_depth)
+        self.controls = build_controls(explainer.model.patch_size, self._max_depth, self.method_options())
         link_controls(self, self.controls)
         self.children = [*control_rows(self.controls), self._status_html, self._error_html,
                          self.plots.plot_box, self.plots.bar_box]
@@ -99,55 +87,6 @@ class HeatmapExplorer(ExplorerWidget):
         else:
             self._set_status("Upload an image (or set .image) to start.")
             self._render()
-
-    # --- validation: the one rule of state.py, for settings that depend on the model or labels ------
-
-    @traitlets.validate("labels")
-    def _valid_labels(self, proposal: dict) -> list[str]:
-        try:
-            labels = parse_labels(proposal["value"])
-            for label in labels:
-                parse_target(label)
-        except TextInputError as exc:
-            raise InvalidStateError(f"{type(self).__name__}.labels = {proposal['value']!r} is not valid: "
-                                    f"{exc}") from None
-        return labels
-
-    @traitlets.validate("label")
-    def _valid_label(self, proposal: dict) -> str:
-        if proposal["value"] not in self.labels:
-            raise invalid(self, "label", proposal["value"],
-                          f"one of the labels ({', '.join(self.labels)}), or add it to the labels first")
-        return proposal["value"]
-
-    @traitlets.validate("size")
-    def _valid_size(self, proposal: dict) -> int | tuple[int, int]:
-        value = proposal["value"]
-        try:
-            height, width = check_input_size(value, self.explainer.model.patch_size)
-        except ValueError as exc:
-            raise InvalidStateError(f"{type(self).__name__}.size = {value!r} is not valid: {exc}") from None
-        return height if isinstance(value, (int, np.integer)) else (height, width)
-
-    @traitlets.validate("depth")
-    def _valid_depth(self, proposal: dict) -> int:
-        value, top = proposal["value"], self._max_depth
-        if value < 1 or (top is not None and value > top):  # the range depends on the model
-            raise invalid(self, "depth", value, "a whole number >= 1 (the ResNet ignores it)" if top is None
-                          else f"a whole number from 1 to {top} (this model has {top} blocks)")
-        return value
-
-    @traitlets.validate("cmap")
-    def _valid_cmap(self, proposal: dict) -> str:
-        if proposal["value"] not in colormaps:
-            raise invalid(self, "cmap", proposal["value"], "a matplotlib colour map name such as 'jet' or 'viridis'")
-        return proposal["value"]
-
-    @traitlets.validate("threshold")
-    def _valid_threshold(self, proposal: dict) -> float | None:
-        if proposal["value"] == 0:
-            raise invalid(self, "threshold", proposal["value"], "a number in (0, 1], or None for no outline")
-        return proposal["value"]
 
     # --- Python API --------------------------------------------------------------------------
 
@@ -161,10 +100,17 @@ class HeatmapExplorer(ExplorerWidget):
         """The last clicked point: x, y, panel, row, col, method and per-label ``scores``, or None."""
         return self._selected
 
-    def scores_at(self, x: float, y: float, method: str = "surgery") -> dict[str, float]:
-        """Every label's patch score at pixel (x, y) of the image (the patch under that pixel)."""
+    @property
+    def segmentation(self):
+        """The LabelSegmentation of the current image shown by the segmentation view, or None."""
+        seg = self._segmentation
+        return seg[1] if seg is not None and seg[0][0] == self._image_version else None
+
+    def scores_at(self, x: float, y: float, method: str | None = None) -> dict[str, float]:
+        """Every label's patch score at pixel (x, y) of the image (the patch under that pixel), for
+        ``method`` (default the chosen method; it must be in the current explanation)."""
         self.wait(self.display_timeout)
-        info = self._patch_info(x, y, method)
+        info = self._patch_info(x, y, method or self.method)
         return dict(zip(self._explanation.labels, info["scores"]))
 
     def click(self, x: float, y: float, panel: int = 0) -> dict[str, float]:
@@ -193,9 +139,12 @@ class HeatmapExplorer(ExplorerWidget):
     def _wire(self) -> None:
         self.observe(self._guarded(self._on_labels, "reading the labels"), names="labels")
         self.observe(self._guarded(lambda change: self._request(), "reading the settings"),
-                     names=["redundancy", "depth", "size"])
+                     names=["redundancy", "depth", "size", "feature_surgery"])
+        self.observe(self._guarded(lambda change: self._refresh(), "reading the settings"),
+                     names=["view", "method", "compared", "depth", "size", "prob_thd", "area_thd", "pamr_steps",
+                            "logit_scale"])
         self.observe(self._guarded(lambda change: self._render(), "drawing the view"),
-                     names=["view", "label", "cmap", "opacity", "threshold", "heat_side"])
+                     names=["label", "cmap", "opacity", "threshold", "heat_side"])
         self.controls["preset"].observe(self._guarded(self._on_preset, "choosing a preset"), names="value")
         self.controls["upload"].observe(self._guarded(self._on_upload, "reading the uploaded image"), names="value")
 
@@ -204,12 +153,26 @@ class HeatmapExplorer(ExplorerWidget):
         self.controls["label"].options = list(change["new"])  # may pick the first label for a while
         self.label = keep
         self._request()
+        self._request_segmentation()
 
     def _on_preset(self, change: dict) -> None:
         if change["new"]:
             self.labels = list(PRESETS[change["new"]])
 
-    # --- the "explain" job -------------------------------------------------------------------
+    def _refresh(self) -> None:
+        """After a change of what is shown: ask for what is missing, draw what is there."""
+        if not self._has_needed_maps():
+            self._request()
+        self._request_segmentation()
+        self._render()
+
+    def _has_needed_maps(self) -> bool:
+        """Whether the explanation is of the chosen method and holds every map the view shows."""
+        e = self._explanation
+        return e is not None and e.method == self.method and \
+            all(has_maps(e, m) for m in methods_needed(self.view, self.method, self.compared))
+
+    # --- the "explain" and "segment" jobs ----------------------------------------------------
 
     def _use_image(self, rgb: np.ndarray) -> None:
         """Show a new image (RGB uint8 [H, W, 3]) and start its work."""
@@ -217,24 +180,29 @@ class HeatmapExplorer(ExplorerWidget):
             self._rgb = rgb
             self._image_version += 1
             self._explanation = None
+            self._segmentation_asked = None
             self._selected = None
             self.plots.hide_scores()  # its patch belonged to the previous image
             self._render()
             self._request()  # inside the lock: a result for the old image can no longer land in between
+            self._request_segmentation()
 
     def _request(self) -> None:
         if self._rgb is None:
             return
         rgb, labels, size, depth, redundancy = self._rgb, list(self.labels), self.size, self.depth, self.redundancy
+        names, feature_surgery = methods_needed(self.view, self.method, self.compared), self.feature_surgery
         what = "Encoding the image and explaining" if self._explanation is None else "Explaining"
+        shown = ", ".join(method_name(m) for m in names)
         self.submit(
             "explain",
-            lambda job: self.explainer.explain(rgb, labels, method="both", redundancy=redundancy, size=size,
-                                               depth=depth),
+            lambda job: self.explainer.explain(rgb, labels, method=names[0], methods=names[1:] or None,
+                                               redundancy=redundancy, size=size, depth=depth,
+                                               feature_surgery=feature_surgery),
             self._apply,
-            busy_text=f"{what} {len(labels)} label{'s' * (len(labels) != 1)} at {format_size(size)} px…",
+            busy_text=f"{what} {len(labels)} label{'s' * (len(labels) != 1)} at {format_size(size)} px ({shown})…",
             doing="explaining the image",
-            done_text=lambda e, s: (f"{len(e.labels)} labels, grid {e.grid[0]}x{e.grid[1]}, "
+            done_text=lambda e, s: (f"{len(e.labels)} labels, grid {e.grid[0]}x{e.grid[1]}, {method_name(e.method)}, "
                                     f"redundancy '{e.redundancy}' · {s:.2f} s"))
 
     def _apply(self, explanation) -> None:
@@ -243,19 +211,58 @@ class HeatmapExplorer(ExplorerWidget):
         self._render()
         if self._selected is not None:  # the same point, with the new scores (on a panel still shown)
             panel = min(self._selected["panel"], len(self._plan().panels) - 1)
-            self._select(panel, self._selected["x"], self._selected["y"])
+            if has_maps(explanation, self._plan().panels[panel].method):
+                self._select(panel, self._selected["x"], self._selected["y"])
+        if not self._has_needed_maps():  # the view changed while this was computed
+            self._request()
+
+    def _segmentation_key(self) -> tuple:
+        return (self._image_version, tuple(self.labels), self.method, self.size,
+                self.depth if self.method == "clip_surgery" else None, self.prob_thd, self.area_thd,
+                self.pamr_steps, self.logit_scale)
+
+    def _request_segmentation(self) -> None:
+        """Segment the image with the chosen method and settings, when the segmentation view needs it."""
+        if self._rgb is None or self.view != "segmentation":
+            return
+        key = self._segmentation_key()
+        if key == self._segmentation_asked or (self._segmentation is not None and self._segmentation[0] == key):
+            return
+        self._segmentation_asked = key
+        rgb, labels, method = self._rgb, list(self.labels), self.method
+        settings = dict(size=self.size, depth=self.depth, prob_thd=self.prob_thd, area_thd=self.area_thd,
+                        pamr_steps=self.pamr_steps, logit_scale=self.logit_scale)
+
+        def work(job) -> tuple[tuple, Any]:
+            try:
+                return key, segment_labels(self.explainer, rgb, labels, method, **settings)
+            except Exception:
+                self._segmentation_asked = None  # the same settings may be asked again
+                raise
+
+        self.submit("segment", work, self._apply_segmentation,
+                    busy_text=f"Segmenting into {len(labels)} labels with {method_name(method)}…",
+                    doing="segmenting the image",
+                    done_text=lambda r, s: (f"{method_name(r[1].method)} segmentation into {len(r[1].classes)} "
+                                            f"labels · {s:.2f} s"))
+
+    def _apply_segmentation(self, result: tuple[tuple, Any]) -> None:
+        self._segmentation = result
+        self._render()
 
     # --- drawing -----------------------------------------------------------------------------
 
     def _plan(self) -> Plan:
-        return panel_plan(self.view, self._explanation.labels if self._explanation else (), self.label)
+        return panel_plan(self.view, self._explanation.labels if self._explanation else (), self.label,
+                          self.method, self.compared)
 
     def _render(self) -> None:
         with self._lock:
-            marker = self._selected
+            marker, seg = self._selected, self.segmentation
             self.plots.show(self._plan(), Style(self.cmap, self.opacity, self.threshold, self.heat_side),
                             self._rgb, self._image_version, self._explanation, self._explanation_version,
-                            marker=None if marker is None else (marker["x"], marker["y"], marker["panel"]))
+                            marker=None if marker is None else (marker["x"], marker["y"], marker["panel"]),
+                            segmentation=None if seg is None else (self._segmentation[0], seg))
 
     # --- clicks ------------------------------------------------------------------------------
 
@@ -280,9 +287,9 @@ class HeatmapExplorer(ExplorerWidget):
             self._selected = info
             self.plots.show_marker(x, y, panel)
             self.plots.show_scores(
-                self._explanation.labels, info["scores"], info["normalised"], highlight=self.label,
-                title=(f"{method_title(info['method'])} score of every label at patch (row {info['row']}, "
-                       f"col {info['col']}) · pixel ({info['x']:.0f}, {info['y']:.0f})"))
+                self._explanation.labels, info["scores"], info["normalised"], highlight=plan.panels[panel].label
+                or self.label, title=(f"{method_name(info['method'])} score of every label at patch (row "
+                                      f"{info['row']}, col {info['col']}) · pixel ({info['x']:.0f}, {info['y']:.0f})"))
 
     # --- static figure -----------------------------------------------------------------------
 
@@ -292,10 +299,16 @@ class HeatmapExplorer(ExplorerWidget):
             raise ClipSurgeryError("Nothing to draw yet: set an image and labels, and wait for the maps.")
         label = self.label if self.label in e.labels else e.labels[0]
         if self.view == "grid":
-            return figures.label_grid(rgb, e, "surgery", None, self.cmap, self.opacity, self.threshold)
+            return figures.label_grid(rgb, e, self.method, None, self.cmap, self.opacity, self.threshold)
         if self.view == "compare":
             return figures.explanation_grid(rgb, e, COMPARED_METHODS, [label], self.cmap, self.opacity,
                                             self.threshold)
+        if self.view == "methods":
+            return methods_grid(rgb, e, list(self.compared), None, self.cmap, self.opacity)
         if self.view == "segmentation":
-            return figures.segmentation_figure(rgb, e, "surgery", self.opacity)
-        return figures.overlay_figure(rgb, e, label, "surgery", self.cmap, self.opacity, self.threshold)
+            seg = self.segmentation
+            if seg is None:
+                raise ClipSurgeryError("No segmentation yet: wait for it (the status line says when it is done).")
+            return class_map_figure(rgb, seg.labels, seg.classes, self.opacity,
+                                    title=f"{method_name(seg.method)} segmentation")
+        return figures.overlay_figure(rgb, e, label, self.method, self.cmap, self.opacity, self.threshold)

@@ -1,9 +1,11 @@
 """The controls of HeatmapExplorer, and how each is tied to the widget's traits.
 
-Most controls hold their trait's value as is (:func:`~.state.link_control`). Three need a
-translation: the labels box holds text ("cat, dog") for a list of labels, the outline slider's 0
-means "no outline" (None), and the input size is a menu of common sizes plus a text field for any
-other size, square ("640") or not ("448x640").
+Most controls hold their trait's value as is (:func:`~.state.link_control`). Some need a
+translation: the labels box holds text ("cat, dog") for a list of labels, the outline and area-rule
+sliders' 0 means "off" (None), the feature-surgery menu names None/True/False, the input size is a
+menu of common sizes plus a text field for any other size, square ("640") or not ("448x640"), and
+the compared methods are one toggle button per method (a method switched on joins at the right).
+The methods row shows in the "methods" view only, the segmentation row in the "segmentation" view.
 """
 from __future__ import annotations
 
@@ -15,18 +17,28 @@ import traitlets
 
 from ..data.presets import PRESETS
 from ..engine.explainer import REDUNDANCY_MODES
-from .heatmap_view import VIEWS
+from .heatmap_plan import VIEWS
 from .state import InvalidStateError, link_control
 
 REDUNDANCY_TEXT = {"auto": "auto", "labels": "between labels", "empty": "empty string", "none": "none"}
 SIZES = (224, 336, 448, 512)
 CMAPS = ("jet", "viridis", "inferno", "magma", "turbo", "gray")
 CUSTOM = "custom"
+FEATURE_SURGERY = {"as in the papers": None, "on for all": True, "off for all": False}
 _WIDE = {"description_width": "initial"}
 
 
-def build_controls(patch_size: int, max_depth: int | None) -> dict[str, widgets.Widget]:
-    """Every control, unlinked, each with a stable CSS class ``csw-<name>`` for tests and styling."""
+def build_controls(patch_size: int, max_depth: int | None,
+                   methods: list[tuple[str, str]]) -> dict[str, widgets.Widget]:
+    """Every control, unlinked, each with a stable CSS class ``csw-<name>`` for tests and styling.
+
+    methods: (display name, method) of the methods the model has, for the method menu and the
+    compared-methods toggles (each toggle has the class ``csw-compared-<method>``).
+    """
+    toggles = [widgets.ToggleButton(description=text, tooltip=f"compare {text}", layout=widgets.Layout(width="auto"))
+               for text, _ in methods]
+    for (_, method), toggle in zip(methods, toggles):
+        toggle.add_class(f"csw-compared-{method.replace('_', '-')}")
     controls = {
         "labels": widgets.Text(description="Labels", continuous_update=False, style=_WIDE,
                                placeholder="comma-separated, e.g. cat, dog, grass (a+b combines)",
@@ -52,19 +64,41 @@ def build_controls(patch_size: int, max_depth: int | None) -> dict[str, widgets.
                                        layout=widgets.Layout(width="250px")),
         "threshold": widgets.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description="Outline ≥",
                                          style=_WIDE, layout=widgets.Layout(width="250px")),
+        "method": widgets.Dropdown(options=methods, description="Method", style=_WIDE,
+                                   layout=widgets.Layout(width="210px")),
+        "feature_surgery": widgets.Dropdown(options=list(FEATURE_SURGERY), description="Feature surgery",
+                                            style=_WIDE, layout=widgets.Layout(width="270px")),
+        "compared": widgets.HBox(toggles, layout=widgets.Layout(flex_flow="row wrap")),
+        "prob_thd": widgets.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description="Background <",
+                                        style=_WIDE, layout=widgets.Layout(width="260px")),
+        "area_thd": widgets.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description="Area rule ≤",
+                                        tooltip="0: off", style=_WIDE, layout=widgets.Layout(width="260px")),
+        "pamr_steps": widgets.IntText(value=0, description="PAMR steps", style=_WIDE,
+                                      layout=widgets.Layout(width="150px")),
+        "logit_scale": widgets.FloatText(value=40.0, description="Logit scale", style=_WIDE,
+                                         layout=widgets.Layout(width="160px")),
     }
+    wrap = dict(flex_flow="row wrap", align_items="center")
+    # The rows of one view each (shown by link_controls).
+    controls["methods_row"] = widgets.HBox([widgets.Label("Compare:"), controls["compared"]],
+                                           layout=widgets.Layout(**wrap))
+    controls["segmentation_row"] = widgets.HBox([controls[n] for n in ("prob_thd", "area_thd", "pamr_steps",
+                                                                       "logit_scale")], layout=widgets.Layout(**wrap))
     for name, control in controls.items():
         control.add_class(f"csw-{name.replace('_', '-')}")
     return controls
 
 
 def control_rows(c: dict[str, widgets.Widget]) -> list[widgets.Widget]:
-    """The controls in rows that wrap on narrow screens."""
-    wrap = widgets.Layout(flex_flow="row wrap", align_items="center")
-    return [widgets.HBox([c["labels"], c["preset"], c["upload"]], layout=wrap),
-            widgets.HBox([c["view"], c["label"]], layout=wrap),
-            widgets.HBox([c["redundancy"], c["size"], c["custom_size"], c["depth"]], layout=wrap),
-            widgets.HBox([c["cmap"], c["opacity"], c["threshold"]], layout=wrap)]
+    """The controls in rows that wrap on narrow screens; the last two belong to one view each."""
+    def wrap() -> widgets.Layout:
+        return widgets.Layout(flex_flow="row wrap", align_items="center")
+    return [widgets.HBox([c["labels"], c["preset"], c["upload"]], layout=wrap()),
+            widgets.HBox([c["view"], c["label"]], layout=wrap()),
+            widgets.HBox([c["method"], c["feature_surgery"], c["redundancy"]], layout=wrap()),
+            widgets.HBox([c["size"], c["custom_size"], c["depth"]], layout=wrap()),
+            widgets.HBox([c["cmap"], c["opacity"], c["threshold"]], layout=wrap()),
+            c["methods_row"], c["segmentation_row"]]
 
 
 def link_controls(owner: Any, c: dict[str, widgets.Widget]) -> None:
@@ -72,12 +106,56 @@ def link_controls(owner: Any, c: dict[str, widgets.Widget]) -> None:
     c["label"].options = list(owner.labels)
     owner.observe(lambda change: _offer(c["cmap"], change["new"]), names="cmap")  # before the link
     _offer(c["cmap"], owner.cmap)
-    for name in ("view", "label", "redundancy", "depth", "cmap", "opacity"):
+    for name in ("view", "label", "method", "redundancy", "depth", "cmap", "opacity", "prob_thd", "pamr_steps",
+                 "logit_scale"):
         link_control(owner, name, c[name])
     link_converted(owner, "labels", c["labels"], to_control=", ".join, to_owner=lambda text: text)
-    link_converted(owner, "threshold", c["threshold"], to_control=lambda t: 0.0 if t is None else t,
-                   to_owner=lambda v: None if v == 0 else v)
+    for name in ("threshold", "area_thd"):
+        link_converted(owner, name, c[name], to_control=lambda t: 0.0 if t is None else t,
+                       to_owner=lambda v: None if v == 0 else v)
+    by_value = {v: k for k, v in FEATURE_SURGERY.items()}
+    link_converted(owner, "feature_surgery", c["feature_surgery"], to_control=lambda v: by_value[v],
+                   to_owner=FEATURE_SURGERY.__getitem__)
     link_size(owner, c["size"], c["custom_size"])
+    link_compared(owner, dict(zip(owner.method_choices, c["compared"].children)))
+
+    def follow(change: Any = None) -> None:  # the rows of one view; redundancy only matters with feature surgery
+        c["methods_row"].layout.display = None if owner.view == "methods" else "none"
+        c["segmentation_row"].layout.display = None if owner.view == "segmentation" else "none"
+        c["redundancy"].disabled = owner.feature_surgery is False
+
+    follow()
+    owner.observe(follow, names=["view", "feature_surgery"])
+
+
+def link_compared(owner: Any, toggles: dict[str, widgets.ToggleButton]) -> None:
+    """The ``compared`` trait as one toggle per method: on = compared; switching one on adds it at
+    the right end, switching it off removes it (the last one cannot go: the trait refuses)."""
+    busy = [False]
+
+    def show(compared: tuple[str, ...]) -> None:
+        busy[0] = True
+        try:
+            for method, toggle in toggles.items():
+                toggle.value = method in compared
+        finally:
+            busy[0] = False
+
+    def toggled(method: str, on: bool) -> None:
+        if busy[0]:
+            return
+        current = list(owner.compared)
+        wanted = current + [method] if on and method not in current else [m for m in current if m != method]
+        try:
+            owner.compared = tuple(wanted)
+        except InvalidStateError as exc:
+            owner._show_error(exc, "choosing the compared methods")
+        show(owner.compared)
+
+    show(owner.compared)
+    owner.observe(lambda change: show(change["new"]), names="compared")
+    for method, toggle in toggles.items():
+        toggle.observe(lambda change, m=method: toggled(m, change["new"]), names="value")
 
 
 def link_converted(owner: traitlets.HasTraits, name: str, control: widgets.Widget,

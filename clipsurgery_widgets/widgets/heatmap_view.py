@@ -1,15 +1,15 @@
 """HeatmapView: what HeatmapExplorer shows, as plotly figures.
 
 One :class:`~.plotting.PanelFigure` holds every image panel of every view (overlay, grid, compare,
-segmentation); a bar chart shows every label's score at the clicked patch. The controller says
-*what* to show with a :class:`Plan` (one :class:`Panel` per image panel: a method's map of a label,
-or the argmax segmentation) and a :class:`Style`; this view decides *how*. Tests read
-:meth:`HeatmapView.describe` and :meth:`HeatmapView.heat`, never the plotly traces.
+methods, segmentation); a bar chart shows every label's score at the clicked patch. The controller
+says *what* to show with a :class:`~.heatmap_plan.Plan` (one panel per image panel: a method's map
+of a label, or a method's segmentation) and a :class:`~.heatmap_plan.Style`; this view decides
+*how*. Tests read :meth:`HeatmapView.describe` and :meth:`HeatmapView.heat`, never the plotly traces.
+Every user string sent to plotly goes through :func:`~.plotting.plotly_text`.
 """
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import ipywidgets as widgets
@@ -17,7 +17,8 @@ import numpy as np
 
 from ..engine.errors import ClipSurgeryError
 from ..engine.regions import display_step, normalised_patch_grid, region_outline
-from ..figures import METHOD_TITLES, label_colors
+from ..figures.style import label_colors, method_name
+from .heatmap_plan import COMPARED_METHODS, VIEWS, Panel, Plan, Style, panel_plan
 from .plotting import (
     HEAT_TRACE,
     OUTLINE_TRACE,
@@ -25,86 +26,40 @@ from .plotting import (
     bar_figure,
     discrete_colorscale,
     plotly_colorscale,
+    plotly_text,
     subsample,
 )
 
-#: view name -> its button text. A new view is one entry here and one branch in :func:`panel_plan`.
-VIEWS: dict[str, str] = {"overlay": "one label", "grid": "all labels", "compare": "raw vs surgery",
-                         "segmentation": "segmentation"}
-#: the maps the "compare" view puts side by side, left to right.
-COMPARED_METHODS: tuple[str, ...] = ("raw", "surgery")
+__all__ = ["HeatmapView", "VIEWS", "COMPARED_METHODS", "Panel", "Plan", "Style", "panel_plan", "method_maps",
+           "has_maps", "method_title"]
+
 FIGURE_WIDTH = 780  # pixels; fixed so that panel sizes (and the data sent for them) are predictable
 _PLOT_WIDTH = FIGURE_WIDTH - 90  # without the margins and the colour bar
 _BAR_COLOR, _BAR_HIGHLIGHT = "#1f77b4", "#d62728"  # bars; the bar of the label shown in the overlay
 
 
-@dataclass(frozen=True)
-class Panel:
-    """One image panel: ``method``'s map of ``label``, or (segmentation) the argmax label of ``method``."""
-
-    method: str
-    label: str = ""
-    segmentation: bool = False
-
-    def title(self, short: bool) -> str:
-        if self.segmentation:
-            return "segmentation (argmax)"
-        if short:
-            return self.label
-        return f"{method_title(self.method)}: {self.label}"
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The panels of a view: ``panels`` fill a grid of ``ncols`` columns row by row.
-
-    compact: many small panels (smaller images sent, label-only titles).
-    """
-
-    view: str
-    panels: tuple[Panel, ...]
-    ncols: int
-    compact: bool = False
-
-
-@dataclass(frozen=True)
-class Style:
-    """How heat maps are drawn: colour map, opacity over the image, outline level (None: no outline),
-    and the long side in pixels at which the segmentation view is sent."""
-
-    cmap: str
-    opacity: float
-    threshold: float | None
-    heat_side: int = 200
-
-
-def panel_plan(view: str, labels: Sequence[str], label: str | None, method: str = "surgery",
-               compared: Sequence[str] = COMPARED_METHODS) -> Plan:
-    """The panels of ``view`` for an explanation with ``labels``; ``label`` is the one-label choice."""
-    label = label if label in labels else (labels[0] if labels else "")
-    if view == "grid":
-        panels = tuple(Panel(method, t) for t in labels) or (Panel(method, ""),)
-        n = len(panels)
-        return Plan(view, panels, n if n <= 4 else 4 if n <= 12 else 6, compact=True)
-    if view == "compare":
-        return Plan(view, tuple(Panel(m, label) for m in compared), len(compared))
-    if view == "segmentation":
-        return Plan(view, (Panel(method, segmentation=True),), 1)
-    if view == "overlay":
-        return Plan(view, (Panel(method, label),), 1)
-    raise ValueError(f"Unknown view {view!r}; use one of {', '.join(VIEWS)}.")
-
-
 def method_title(method: str) -> str:
-    return METHOD_TITLES.get(method, method)
+    """The display name of a method ("clip_surgery" -> "CLIP Surgery")."""
+    return method_name(method)
 
 
 def method_maps(explanation: Any, method: str) -> Any:
-    """The MapSet of ``method`` ("raw" or "surgery") in an Explanation."""
-    maps = getattr(explanation, method, None)
-    if maps is None:
-        raise ClipSurgeryError(f"This explanation has no {method!r} maps.")
-    return maps
+    """The MapSet of ``method`` in an Explanation (any dense method, "surgery" = clip_surgery)."""
+    try:
+        return explanation.mapset(method)
+    except ValueError as exc:
+        raise ClipSurgeryError(str(exc)) from None
+
+
+def has_maps(explanation: Any, method: str) -> bool:
+    """Whether ``explanation`` holds ``method``'s maps (False for None)."""
+    if explanation is None:
+        return False
+    try:
+        explanation.mapset(method)
+    except ValueError:
+        return False
+    return True
 
 
 class HeatmapView:
@@ -124,6 +79,7 @@ class HeatmapView:
         self.bar_chart = None  # a bar FigureWidget, built on the first click
         self._plan: Plan | None = None
         self._style: Style | None = None
+        self._segmentation: Any = None  # the LabelSegmentation drawn, or None
         self._derived: dict[tuple[object, str], np.ndarray] = {}
         self._watchers: list[Callable[[str], None]] = []
         self._watched = None  # the FigureWidget the watchers are registered on
@@ -137,28 +93,34 @@ class HeatmapView:
 
     def show(self, plan: Plan, style: Style, rgb: np.ndarray | None, image_key: object,
              explanation: Any = None, explanation_key: object = None,
-             marker: tuple[float, float, int] | None = None) -> None:
+             marker: tuple[float, float, int] | None = None,
+             segmentation: tuple[object, Any] | None = None) -> None:
         """Draw ``plan`` over ``rgb`` (uint8 [H, W, 3]) with the maps of ``explanation`` (or none yet).
 
         The keys say when the image or the explanation is new; only what changed is sent.
-        marker: (x, y, panel) of the clicked point, or None.
+        marker: (x, y, panel) of the clicked point, or None. segmentation: (key, LabelSegmentation)
+        of the current image for the segmentation view, or None (the panel then shows the image).
+        Panels whose method the explanation does not hold yet show the image only.
         """
         panels = self._figure(len(plan.panels))
         ncols, height, image_side = _grid_shape(plan, rgb)
-        segmentation = plan.panels[0].segmentation
+        seg_view = plan.panels[0].segmentation
         with panels.fig.batch_update():
             panels.arrange(len(plan.panels), ncols, height, width=FIGURE_WIDTH,
-                           right_margin=140 if segmentation else 70)
-            panels.set_titles([html.escape(p.title(plan.compact)) for p in plan.panels])
+                           right_margin=140 if seg_view else 70)
+            panels.set_titles([plotly_text(p.title(plan.short_titles)) for p in plan.panels])
             if rgb is not None:
                 for index in range(len(plan.panels)):
                     panels.set_image(index, rgb, key=image_key, max_side=image_side)
-            if explanation is not None:
+            drawn = None
+            if seg_view:
+                drawn = self._draw_segmentation(segmentation, style)
+            elif explanation is not None:
                 for index, panel in enumerate(plan.panels):
                     last = index == len(plan.panels) - 1
                     self._draw_panel(index, panel, style, explanation, explanation_key, showscale=last,
                                      bar_px=min(300, height - 40))
-            self._draw_legend(plan, explanation, explanation_key)
+            self._draw_legend(drawn)
             shown = marker is not None and marker[2] < len(plan.panels)
             panels.set_marker((marker[0], marker[1]) if shown else None, marker[2] if shown else 0)
         figure = panels.go_live()
@@ -167,7 +129,7 @@ class HeatmapView:
             self._tell_watchers(self._watchers)
         if self.plot_box.children != (figure,):
             self.plot_box.children = (figure,)
-        self._plan, self._style = plan, style
+        self._plan, self._style, self._segmentation = plan, style, drawn
 
     def show_scores(self, labels: Sequence[str], scores: Sequence[float], normalised: Sequence[float],
                     title: str, highlight: str | None) -> None:
@@ -179,10 +141,10 @@ class HeatmapView:
         colors = [_BAR_HIGHLIGHT if t == highlight else _BAR_COLOR for t in labels]
         with self.bar_chart.batch_update():
             bars = self.bar_chart.data[0]
-            bars.update(x=[html.escape(t) for t in labels], y=np.round(scores, 5).tolist(),
+            bars.update(x=[plotly_text(t) for t in labels], y=np.round(scores, 5).tolist(),
                         customdata=np.round(normalised, 3).tolist(), marker=dict(color=colors),
                         hovertemplate="<b>%{x}</b><br>score %{y:.4f}<br>normalised %{customdata:.3f}<extra></extra>")
-            self.bar_chart.layout.title.text = html.escape(title)
+            self.bar_chart.layout.title.text = plotly_text(title)
 
     def show_marker(self, x: float, y: float, panel: int) -> None:
         """Mark the clicked point (x, y) of ``panel``."""
@@ -202,46 +164,51 @@ class HeatmapView:
             self.panels = PanelFigure(capacity, staged=True, on_click=self._on_click)
         return self.panels
 
+    def _draw_segmentation(self, segmentation: tuple[object, Any] | None, style: Style) -> Any:
+        """Panel 0: the class of each pixel (sent at about ``heat_side`` pixels); returns what was drawn."""
+        panels = self.panels
+        if segmentation is None:
+            panels.clear_panel(0)
+            return None
+        key, seg = segmentation
+        step = display_step(seg.labels.shape, style.heat_side)
+        panels.set_heat(0, (key, "segmentation", step), subsample(seg.labels, step), step,
+                        zmin=-0.5, zmax=len(seg.classes) - 0.5)
+        panels.set_style(0, discrete_colorscale(label_colors(len(seg.classes))), style.opacity, smooth=False)
+        panels.set_outline(0, [])
+        return seg
+
     def _draw_panel(self, index: int, panel: Panel, style: Style, e: Any, key: object, showscale: bool,
                     bar_px: int) -> None:
         panels, labels = self.panels, e.labels
-        if panel.segmentation:
-            step = display_step(e.image_size, style.heat_side)
-            panels.set_heat(index, (key, "segmentation", panel.method, step),
-                            subsample(self._derived_array(e, key, panel.method, True), step), step,
-                            zmin=-0.5, zmax=len(labels) - 0.5)
-            panels.set_style(index, discrete_colorscale(label_colors(len(labels))), style.opacity, smooth=False)
-            panels.set_outline(index, [])
+        if not has_maps(e, panel.method) or panel.label not in labels:
+            panels.clear_panel(index)  # its maps are being computed
             return
         maps, t = method_maps(e, panel.method), labels.index(panel.label)
-        hover = (f"<b>{html.escape(panel.label)}</b> ({html.escape(method_title(panel.method))})<br>"
+        hover = (f"<b>{plotly_text(panel.label)}</b> ({plotly_text(method_title(panel.method))})<br>"
                  "normalised %{z:.3f}<br>raw score %{customdata:.4f}<br>patch at x %{x:.0f}, y %{y:.0f}"
                  "<extra></extra>")
         # The patch grid travels, not an image-sized map: the browser interpolates it bilinearly,
         # which is how the engine resizes it too.
-        panels.set_patch_heat(index, (key, panel.method, panel.label),
-                              self._derived_array(e, key, panel.method, False)[t], e.image_size,
-                              customdata=maps.patch_scores[:, t].reshape(e.grid), hovertemplate=hover)
+        panels.set_patch_heat(index, (key, panel.method, panel.label), self._grids(e, key, panel.method)[t],
+                              e.image_size, customdata=maps.patch_scores[:, t].reshape(e.grid), hovertemplate=hover)
         panels.set_style(index, plotly_colorscale(style.cmap), style.opacity, showscale=showscale, bar_px=bar_px)
         panels.set_outline(index, region_outline(maps.maps[t], style.threshold) if style.threshold else [])
 
-    def _derived_array(self, e: Any, key: object, method: str, segmentation: bool) -> np.ndarray:
-        """Arrays every view of one explanation shares, made once by the engine: the normalised
-        patch grids [T, gh, gw] of ``method``, or its argmax label per pixel [H, W]."""
-        name = ("segmentation:" if segmentation else "grid:") + method
-        if (key, name) not in self._derived:
+    def _grids(self, e: Any, key: object, method: str) -> np.ndarray:
+        """The normalised patch grids [T, gh, gw] of ``method``, made once per explanation by the engine."""
+        if (key, method) not in self._derived:
             self._derived = {k: v for k, v in self._derived.items() if k[0] == key}
-            self._derived[(key, name)] = (e.segmentation(method) if segmentation else
-                                          normalised_patch_grid(method_maps(e, method).patch_scores, e.grid))
-        return self._derived[(key, name)]
+            self._derived[(key, method)] = normalised_patch_grid(method_maps(e, method).patch_scores, e.grid)
+        return self._derived[(key, method)]
 
-    def _draw_legend(self, plan: Plan, e: Any, key: object) -> None:
-        panel = plan.panels[0]
-        if not panel.segmentation or e is None:
+    def _draw_legend(self, seg: Any) -> None:
+        if seg is None:
             self.panels.set_legend([], np.zeros((0, 3)))
             return
-        present = np.unique(self._derived_array(e, key, panel.method, True))
-        self.panels.set_legend([e.labels[i] for i in present], label_colors(len(e.labels))[present])
+        present = np.unique(seg.labels)
+        self.panels.set_legend([plotly_text(seg.classes[i]) for i in present],
+                               label_colors(len(seg.classes))[present])
 
     # --- reading back what is shown ----------------------------------------------------------
 
@@ -252,12 +219,18 @@ class HeatmapView:
         (None before an image) and image_formats ("png", "jpeg"); heat: (rows, cols) of each panel's
         heat data or None; legend: legend names; cmap (name) and colorscale (per panel, as sent);
         opacity; threshold; colorbar and outlined per panel; marker: (x, y, panel) or None;
-        bars: None when hidden, else {"labels", "values", "title", "highlight"}.
+        bars: None when hidden, else {"labels", "values", "title", "highlight"};
+        method: the chosen method; compared: the methods of the "methods" view (its columns);
+        shape: (rows, columns) of the panel grid (labels x methods in the "methods" view);
+        segmentation: None, or what the segmentation view shows: {"method", "classes", and the
+        settings of that segmentation: short_side, crop, stride, logit_scale, prob_thd, area_thd,
+        pamr_steps (and depth for clip_surgery)}.
         """
         if self.panels is None or self._plan is None:
             return {"view": None, "panels": 0, "titles": [], "methods": [], "labels": [], "images": [],
                     "image_formats": [], "heat": [], "legend": [], "cmap": None, "colorscale": [], "opacity": None,
-                    "threshold": None, "colorbar": [], "outlined": [], "marker": None, "bars": None}
+                    "threshold": None, "colorbar": [], "outlined": [], "marker": None, "bars": None,
+                    "method": None, "compared": [], "shape": (0, 0), "segmentation": None}
         shown = self.panels.describe()
         plan, style = self._plan, self._style
         drawn = [o for o in shown["opacity"] if o is not None]  # None until a heat map is drawn
@@ -266,10 +239,15 @@ class HeatmapView:
             "methods": [p.method for p in plan.panels], "labels": [p.label for p in plan.panels],
             "images": shown["images"], "image_formats": [_image_format(self.figure.layout.images[p].source)
                                                          for p in range(shown["panels"])],
-            "heat": shown["heat"], "legend": shown["legend"], "cmap": style.cmap, "colorscale": shown["colorscale"],
-            "opacity": drawn[0] if drawn else style.opacity, "threshold": style.threshold,
-            "colorbar": shown["colorbar"], "outlined": shown["outlined"], "marker": shown["marker"], "bars": None,
+            "heat": shown["heat"], "legend": [html.unescape(t) for t in shown["legend"]], "cmap": style.cmap,
+            "colorscale": shown["colorscale"], "opacity": drawn[0] if drawn else style.opacity,
+            "threshold": style.threshold, "colorbar": shown["colorbar"], "outlined": shown["outlined"],
+            "marker": shown["marker"], "bars": None, "method": plan.method, "compared": list(plan.compared),
+            "shape": plan.shape, "segmentation": None,
         }
+        seg = self._segmentation
+        if plan.panels[0].segmentation and seg is not None:
+            described["segmentation"] = {"method": seg.method, "classes": list(seg.classes), **seg.settings}
         if self.bar_chart is not None and self.bar_box.layout.display != "none":
             bars = self.bar_chart.data[0]
             highlighted = [i for i, c in enumerate(bars.marker.color) if c == _BAR_HIGHLIGHT]
@@ -282,7 +260,7 @@ class HeatmapView:
     def heat(self, panel: int) -> dict:
         """The heat map shown in ``panel``, read back from the figure.
 
-        values: [h, w] as sent (normalised map, or label index for segmentation); scores: the raw
+        values: [h, w] as sent (normalised map, or class index for segmentation); scores: the raw
         score per cell or None; x, y: image-pixel centres of the columns and rows; smooth: whether
         the browser interpolates between cells; hover: the hover text template; outline: polylines
         [K, 2] in (x, y).

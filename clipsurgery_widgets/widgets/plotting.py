@@ -374,3 +374,12 @@ def _rgb(colour: Sequence[float]) -> str:
 axis_name = _axis_name
 axis_ref = _axis_ref
 compact = _compact
+
+
+def plotly_text(text: object) -> str:
+    """User text (labels, class names) made safe to show in plotly titles, legends, ticks and hover.
+
+    plotly renders a subset of HTML in every text it draws (<b>, <i>, <br>, <a href>, ...); with
+    <, > and & sent as entities the text is shown exactly as typed (``html.unescape`` reads it back).
+    """
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

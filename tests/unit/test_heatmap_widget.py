@@ -11,6 +11,7 @@ from matplotlib import colormaps
 from clipsurgery_widgets.data.presets import COCO_80, PASCAL_CONTEXT_59
 from clipsurgery_widgets.engine.errors import ImageInputError
 from clipsurgery_widgets.engine.images import sample_image
+from clipsurgery_widgets.engine.maps import overlay
 from clipsurgery_widgets.widgets.heatmap import HeatmapExplorer
 from clipsurgery_widgets.widgets.state import InvalidStateError
 
@@ -65,6 +66,16 @@ def minmax_grid(patch_scores, t, grid):
     """docs/algorithms.md#similarity-maps written out: one label's patch scores min-max normalised, on the grid."""
     s = patch_scores[:, t].astype(np.float64)
     return ((s - s.min()) / (s.max() - s.min())).reshape(grid)
+
+
+def engine_segmentation(model, rgb, method, **settings):
+    """The engine's segment() of ``rgb`` into LABELS with the widget's defaults: one class per label,
+    short side 224, 224-pixel windows 112 apart; labels int [H, W]."""
+    from clipsurgery_widgets.engine.segmentation import segment
+
+    settings = {"prob_thd": 0.0, "area_thd": None, "pamr_steps": 0, "logit_scale": 40.0, **settings}
+    return segment(model, rgb, [[label] for label in LABELS], method, short_side=224, crop=224, stride=112,
+                   **settings).labels.numpy()
 
 
 def test_first_view_shows_the_surgery_map_of_the_first_label(explorer, cat):
@@ -147,7 +158,7 @@ def test_views(explorer, cat):
     figure = explorer.current_figure
     explorer.view = "grid"
     shown = explorer.describe()
-    assert shown["panels"] == len(LABELS) and shown["titles"] == LABELS and shown["methods"] == ["surgery"] * 4
+    assert shown["panels"] == len(LABELS) and shown["titles"] == LABELS and shown["methods"] == ["clip_surgery"] * 4
     for i in range(len(LABELS)):
         assert np.abs(explorer.plots.heat(i)["values"] - minmax_grid(e.surgery.patch_scores, i, e.grid)).max() <= 5e-5
 
@@ -161,10 +172,12 @@ def test_views(explorer, cat):
     assert explorer.controls["label"].value == "sky" and explorer.controls["view"].value == "compare"
 
     explorer.view = "segmentation"
+    assert explorer.wait(60)
     seg = explorer.plots.heat(0)
+    expected = engine_segmentation(explorer.explainer.model, cat, "clip_surgery", depth=explorer.depth)
     rows, cols = np.round(seg["y"]).astype(int), np.round(seg["x"]).astype(int)
-    assert np.array_equal(seg["values"], e.segmentation("surgery")[np.ix_(rows, cols)]) and not seg["smooth"]
-    present = [LABELS[i] for i in np.unique(e.segmentation("surgery"))]
+    assert np.array_equal(seg["values"], expected[np.ix_(rows, cols)]) and not seg["smooth"]
+    present = [LABELS[i] for i in np.unique(expected)]
     assert explorer.describe()["legend"] == present
     explorer.view = "overlay"
     assert explorer.describe()["legend"] == []
@@ -379,3 +392,172 @@ def test_resnet_has_no_depth_setting(tiny_resnet, cat):
     with pytest.raises(InvalidStateError, match=">= 1"):
         w.depth = 0
     assert w.wait(60) and w.depth == 20 and w.error is None and w.describe()["heat"] == [(7, 9)]
+
+
+# --- dense methods: the method menu, the "methods" view, segmentation with any method -------------
+
+def grid_of(explanation, method, label):
+    """The normalised patch grid of one label for one method, from the engine's Explanation."""
+    maps = explanation.mapset(method)
+    return minmax_grid(maps.patch_scores, explanation.labels.index(label), explanation.grid)
+
+
+def test_method_switch_shows_exactly_the_explainers_maps(explorer, explainer, cat):
+    assert explorer.method == "clip_surgery" and explorer.describe()["method"] == "clip_surgery"
+    surgery = explorer.plots.heat(0)["values"]
+    explorer.method = "naclip"
+    assert explorer.wait(60) and explorer.error is None
+    reference = explainer.explain(cat, LABELS, method="naclip")  # feature surgery as the papers use it: off
+    assert explorer.explanation.method == "naclip" and explorer.explanation.redundancy == "none"
+    heat = explorer.plots.heat(0)
+    assert np.abs(heat["values"] - grid_of(reference, "naclip", "cat")).max() <= 5e-5
+    assert np.allclose(heat["scores"], reference.mapset("naclip").patch_scores[:, 0].reshape(reference.grid), atol=5e-6)
+    assert not np.allclose(heat["values"], surgery, atol=1e-3)  # another method, other maps
+    shown = explorer.describe()
+    assert shown["titles"] == ["NACLIP: cat"] and shown["method"] == "naclip" and shown["methods"] == ["naclip"]
+    assert explorer.controls["method"].value == "naclip"
+    assert ("SCLIP", "sclip") in explorer.controls["method"].options
+    explorer.controls["method"].value = "sclip"  # the menu
+    assert explorer.wait(60) and explorer.method == "sclip"
+    explorer.view = "grid"
+    reference = explainer.explain(cat, LABELS, method="sclip")
+    for i, label in enumerate(LABELS):
+        assert np.abs(explorer.plots.heat(i)["values"] - grid_of(reference, "sclip", label)).max() <= 5e-5
+    assert explorer.describe()["methods"] == ["sclip"] * len(LABELS)
+    fig = explorer.figure()  # the static grid reads the same method
+    assert fig._suptitle.get_text() == "SCLIP" and [ax.get_title() for ax in fig.axes if ax.images] == LABELS
+    assert np.abs(np.asarray(fig.axes[0].images[0].get_array(), float)
+                  - overlay(cat, reference.map_for("cat", "sclip"), "jet", 0.6)).max() <= 1.0
+    explorer.feature_surgery = True  # on for every method
+    assert explorer.wait(60) and explorer.controls["feature_surgery"].value == "on for all"
+    reference = explainer.explain(cat, LABELS, method="sclip", feature_surgery=True)
+    assert explorer.explanation.redundancy == "labels"
+    assert np.abs(explorer.plots.heat(1)["values"] - grid_of(reference, "sclip", "grass")).max() <= 5e-5
+    explorer.controls["feature_surgery"].value = "off for all"
+    assert explorer.feature_surgery is False and explorer.controls["redundancy"].disabled
+    assert explorer.scores_at(10, 10) == pytest.approx(dict(zip(LABELS, explorer.explanation.mapset("sclip")
+                                                                .patch_scores[0])))
+    with pytest.raises(InvalidStateError, match="one of 'raw'"):
+        explorer.method = "gradcam"
+    assert explorer.method == "sclip"
+
+
+def test_methods_view_is_labels_by_methods_from_one_pass(tiny_vit, cat, monkeypatch):
+    from clipsurgery_widgets.engine import explainer as explainer_module
+    from clipsurgery_widgets.engine.explainer import Explainer
+
+    passes, real = [], explainer_module.encode_dense_many
+
+    def counted(model, pixels, methods):
+        passes.append([name for name, _ in methods])
+        return real(model, pixels, methods)
+
+    monkeypatch.setattr(explainer_module, "encode_dense_many", counted)
+    fresh = Explainer(tiny_vit, cache_dir=False)  # nothing cached: every map comes from this widget's pass
+    compared = ("raw", "clip_surgery", "sclip", "naclip")
+    w = HeatmapExplorer(fresh, cat, labels=LABELS, view="methods", compared=compared)
+    assert w.wait(60) and w.error is None
+    assert passes == [["sclip", "naclip"]]  # one pass for the ViT-block methods (raw and surgery: their own one)
+    shown = w.describe()
+    names = ["raw CLIP", "CLIP Surgery", "SCLIP", "NACLIP"]
+    assert shown["panels"] == len(LABELS) * len(compared) and shown["shape"] == (len(LABELS), len(compared))
+    assert shown["titles"] == [f"{name}: {label}" for label in LABELS for name in names]
+    assert shown["methods"] == list(compared) * len(LABELS) and shown["compared"] == list(compared)
+    assert shown["labels"] == [label for label in LABELS for _ in compared]
+    assert w.controls["methods_row"].layout.display is None and w.controls["segmentation_row"].layout.display == "none"
+    reference = fresh.explain(cat, LABELS, method="clip_surgery", methods=list(compared))
+    assert len(passes) == 1  # the reference reads the same cached tokens
+    for panel, (method, label) in enumerate(zip(shown["methods"], shown["labels"])):
+        assert np.abs(w.plots.heat(panel)["values"] - grid_of(reference, method, label)).max() <= 5e-5, panel
+    # A click on row "grass", column SCLIP shows SCLIP's scores of every label there.
+    scores = w.click(10, 10, panel=len(compared) + 2)
+    assert np.allclose(list(scores.values()), reference.mapset("sclip").patch_scores[0], atol=1e-5)
+    bars = w.describe()["bars"]
+    assert bars["title"].startswith("SCLIP score") and bars["highlight"] == "grass"
+    # The toggles: GEM joins at the right, from one more pass for GEM alone.
+    toggles = dict(zip(w.method_choices, w.controls["compared"].children))
+    assert [t.value for t in toggles.values()] == [m in compared for m in w.method_choices]
+    toggles["gem"].value = True
+    assert w.compared == compared + ("gem",) and w.wait(60)
+    assert passes[1:] == [["gem"]] and w.describe()["shape"] == (len(LABELS), 5)
+    fig = w.figure()
+    assert [ax.get_title() for ax in fig.axes[:6]] == ["image", *names, "GEM"]
+    assert [fig.axes[6 * row].get_ylabel() for row in range(len(LABELS))] == LABELS
+    toggles["raw"].value = False
+    assert w.compared == ("clip_surgery", "sclip", "naclip", "gem")
+    w.compared = ("naclip",)
+    toggles["naclip"].value = False  # the last one stays: refused, put back, error shown
+    assert w.compared == ("naclip",) and toggles["naclip"].value and "compared" in w.error
+    w.compared = ["surgery", "raw"]  # CLIP Surgery's short name is read as clip_surgery
+    assert w.compared == ("clip_surgery", "raw")
+    for bad in [(), ("raw", "raw"), ("raw", "gradcam"), 3]:
+        with pytest.raises(InvalidStateError, match="compared"):
+            w.compared = bad
+    assert w.compared == ("clip_surgery", "raw")
+
+
+def test_segmentation_view_uses_the_engine_segment_with_its_settings(explorer, cat):
+    explorer.view = "segmentation"
+    explorer.method = "sclip"
+    explorer.prob_thd, explorer.area_thd, explorer.pamr_steps, explorer.logit_scale = 0.3, 0.2, 2, 60.0
+    assert explorer.wait(120) and explorer.error is None
+    expected = engine_segmentation(explorer.explainer.model, cat, "sclip", prob_thd=0.3, area_thd=0.2, pamr_steps=2,
+                                   logit_scale=60.0)
+    assert np.array_equal(explorer.segmentation.labels, expected)
+    heat = explorer.plots.heat(0)
+    rows, cols = np.round(heat["y"]).astype(int), np.round(heat["x"]).astype(int)
+    assert np.array_equal(heat["values"], expected[np.ix_(rows, cols)])
+    shown = explorer.describe()
+    assert shown["legend"] == [LABELS[i] for i in np.unique(expected)] and shown["titles"] == ["SCLIP: segmentation"]
+    assert shown["segmentation"] == {"method": "sclip", "classes": LABELS, "short_side": 224, "crop": 224,
+                                     "stride": 112, "logit_scale": 60.0, "prob_thd": 0.3, "area_thd": 0.2,
+                                     "pamr_steps": 2}
+    c = explorer.controls
+    assert (c["prob_thd"].value, c["area_thd"].value, c["pamr_steps"].value, c["logit_scale"].value) == (0.3, 0.2, 2,
+                                                                                                        60.0)
+    assert c["segmentation_row"].layout.display is None and c["methods_row"].layout.display == "none"
+    fig = explorer.figure()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == shown["legend"]
+    assert fig.axes[1].get_title() == "SCLIP segmentation"
+    c["area_thd"].value = 0.0  # the slider's 0 is "off"
+    c["prob_thd"].value = 1.0  # no pixel is that sure: everything is the first label
+    assert explorer.area_thd is None and explorer.wait(120)
+    assert explorer.describe()["legend"] == ["cat"] and explorer.describe()["segmentation"]["area_thd"] is None
+    for name, value in [("logit_scale", 0), ("pamr_steps", -1), ("prob_thd", 1.5), ("area_thd", -0.1)]:
+        before = getattr(explorer, name)
+        with pytest.raises(InvalidStateError, match=name):
+            setattr(explorer, name, value)
+        assert getattr(explorer, name) == before
+
+
+def test_class_names_are_sent_to_plotly_as_text(explainer, cat):
+    labels = ["<b>cat</b>", "grass & <i>sky</i>"]
+    w = HeatmapExplorer(explainer, cat, labels=labels, view="segmentation")
+    assert w.wait(120) and w.error is None
+    sent = w.plots.panels.describe()["legend"]
+    assert sent and not any("<" in name for name in sent)
+    present = [labels[i] for i in np.unique(w.segmentation.labels)]
+    assert w.describe()["legend"] == present and w.describe()["titles"] == ["CLIP Surgery: segmentation"]
+    w.view = "methods"
+    assert w.wait(60)
+    assert not any("<" in t for t in w.plots.panels.describe()["titles"])
+    assert w.describe()["titles"][0] == "raw CLIP: <b>cat</b>"
+
+
+def test_resnet_refuses_vit_only_methods(tiny_resnet, cat):
+    from clipsurgery_widgets.engine.explainer import Explainer
+
+    resnet = Explainer(tiny_resnet, cache_dir=False)
+    w = HeatmapExplorer(resnet, cat[::2, ::2], labels="cat, grass", size=(224, 288))
+    assert w.wait(60) and w.compared == ("raw", "clip_surgery")
+    assert list(w.controls["method"].options) == [("raw CLIP", "raw"), ("CLIP Surgery", "clip_surgery")]
+    for name, value in [("method", "sclip"), ("compared", ("raw", "naclip"))]:
+        before = getattr(w, name)
+        with pytest.raises(InvalidStateError, match="ViT|one of"):
+            setattr(w, name, value)
+        assert getattr(w, name) == before
+    with pytest.raises(InvalidStateError, match="ViT"):
+        HeatmapExplorer(resnet, cat, method="gem")
+    w.method, w.view = "raw", "methods"
+    assert w.wait(60) and w.error is None and w.explanation.method == "raw"
+    assert w.describe()["shape"] == (2, 2) and w.describe()["heat"] == [(7, 9)] * 4
