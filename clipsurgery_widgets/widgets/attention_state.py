@@ -15,7 +15,7 @@ from ..engine.attention import AttentionInputError, Query, check_query
 from ..engine.images import check_input_size
 from ..engine.method_rows import METHOD_KINDS, is_capture_kind
 from ..figures.style import DEFAULT_CMAP, DEFAULT_OPACITY
-from .state import Integer, InvalidStateError, Number, Text, invalid
+from .state import InputSize, Integer, InvalidStateError, Number, Text, invalid
 
 
 class AttentionSettings(traitlets.HasTraits):
@@ -29,7 +29,7 @@ class AttentionSettings(traitlets.HasTraits):
     query = traitlets.Any(None, allow_none=True, help="The query: (row, col) of a patch, or 'global'.")
     layer = Integer(0, help="Layer index 0..L-1; negative values count from the end.")
     head = traitlets.Any(None, allow_none=True, help="The head shown, or None for the mean of the heads' rows.")
-    size = traitlets.Any(224, help="Model input size: S or (S_h, S_w), multiples of the patch size.")
+    size = InputSize(224, help="Model input size: S or (S_h, S_w), multiples of the patch size.")
     radius = Number(1.0, low=0.0, help="Radius in cells (Chebyshev) of the 'mass within the radius' statistic.")
     cmap = Text(DEFAULT_CMAP, help="Colour map of the attention maps (a matplotlib name).")
     opacity = Number(DEFAULT_OPACITY, low=0.0, high=1.0, help="Weight of the maps over the image.")
@@ -68,14 +68,6 @@ class AttentionSettings(traitlets.HasTraits):
                                                f"{self._num_heads} heads), or None for the mean of the heads")
         return int(value)
 
-    @traitlets.validate("size")
-    def _valid_size(self, proposal: dict) -> int | tuple[int, int]:
-        value = proposal["value"]
-        try:
-            height, width = check_input_size(value, self.explainer.model.patch_size)
-        except ValueError as exc:
-            raise InvalidStateError(f"{type(self).__name__}.size = {value!r} is not valid: {exc}") from None
-        return height if isinstance(value, (int, np.integer)) else (height, width)
 
     @traitlets.validate("query")
     def _valid_query(self, proposal: dict) -> Query | None:

@@ -17,9 +17,8 @@ from matplotlib import colormaps
 
 from ..engine.decomposition.ablation import Ablation, DecompositionInputError
 from ..engine.decomposition.session import DecompositionSession
-from ..engine.errors import ClipSurgeryError, TextInputError
+from ..engine.errors import ClipSurgeryError
 from ..engine.regions import display_step
-from ..engine.text.labels import parse_labels
 from ..figures import decomposition as figures_decomposition
 from .base import ExplorerWidget
 from .decomposition_controls import (
@@ -31,7 +30,16 @@ from .decomposition_controls import (
     replace_options,
 )
 from .decomposition_view import DecompositionView
-from .state import Choice, Integer, InvalidStateError, Number, Text, invalid
+from .state import (
+    Choice,
+    Integer,
+    InvalidStateError,
+    LabelList,
+    Number,
+    OneOf,
+    Text,
+    invalid,
+)
 
 
 class DecompositionExplorer(ExplorerWidget):
@@ -56,9 +64,9 @@ class DecompositionExplorer(ExplorerWidget):
     """
 
     image_index = Integer(0, low=0, help="Index of the image shown, in the image set.")
-    labels = traitlets.Any(help="Zero-shot candidate labels: a list, or one comma-separated string (read back "
+    labels = LabelList(help="Zero-shot candidate labels: a list, or one comma-separated string (read back "
                                 "as a list).")
-    label = Text("", help="The label the grid, bars and maps are about; one of the labels.")
+    label = OneOf("labels", help="The label the grid, bars and maps are about; one of the labels.")
     mode = Choice(("inspect", "ablate"), help='What a click on a grid cell does: "inspect" selects the head, '
                                               '"ablate" toggles its mean-ablation.')
     selected_head = traitlets.Any(None, help="The (layer, head) whose texts and map are shown, or None.")
@@ -116,20 +124,7 @@ class DecompositionExplorer(ExplorerWidget):
                                                                   f"(the set has {count} images)")
         return proposal["value"]
 
-    @traitlets.validate("labels")
-    def _valid_labels(self, proposal: dict) -> list[str]:
-        try:
-            return parse_labels(proposal["value"])
-        except TextInputError as exc:
-            raise invalid(self, "labels", proposal["value"], "at least one label (strings), e.g. 'cat, dog' or "
-                                                             "['cat', 'dog']") from exc
 
-    @traitlets.validate("label")
-    def _valid_label(self, proposal: dict) -> str:
-        if proposal["value"] not in self.labels:
-            raise invalid(self, "label", proposal["value"],
-                          f"one of the labels ({', '.join(self.labels)}), or add it to the labels first")
-        return proposal["value"]
 
     @traitlets.validate("selected_head", "ablation")
     def _valid_model_part(self, proposal: dict) -> Any:

@@ -9,21 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import traitlets
 from matplotlib import colormaps
 
-from ..engine.errors import TextInputError
 from ..engine.explainer import REDUNDANCY_MODES
-from ..engine.images import check_input_size
-from ..engine.text.labels import parse_labels, parse_target
 from ..figures.style import method_name
 from .heatmap_plan import METHOD_CHOICES, RESNET_CHOICES, VIEWS
 from .state import (
     Choice,
+    InputSize,
     Integer,
-    InvalidStateError,
+    LabelList,
     Number,
+    OneOf,
     OptionalNumber,
     Text,
     invalid,
@@ -37,9 +35,9 @@ class HeatmapSettings(traitlets.HasTraits):
     ``_max_depth`` (the number of blocks, None for a ResNet) before it assigns any setting.
     """
 
-    labels = traitlets.Any(help="The labels: a list, or one comma-separated string (read back as a list); "
+    labels = LabelList(targets=True, help="The labels: a list, or one comma-separated string (read back as a list); "
                                 "'a+b' combines targets.")
-    label = Text("", help="The label of the one-label and raw-vs-surgery views; one of the labels.")
+    label = OneOf("labels", help="The label of the one-label and raw-vs-surgery views; one of the labels.")
     view = Choice(tuple(VIEWS), help='"overlay" (one label), "grid" (every label), "compare" (raw CLIP vs CLIP '
                                      'Surgery), "methods" (labels x compared methods) or "segmentation".')
     method = Choice(METHOD_CHOICES, default="clip_surgery",
@@ -52,7 +50,7 @@ class HeatmapSettings(traitlets.HasTraits):
                                   "for every method (docs/algorithms.md#feature-surgery).")
     redundancy = Choice(REDUNDANCY_MODES, help='Feature-surgery mode where it is on: "auto", "labels", "empty" '
                                                'or "none".')
-    size = traitlets.Any(224, help="Model input size: an int S or (H, W), multiples of the patch size.")
+    size = InputSize(224, help="Model input size: an int S or (H, W), multiples of the patch size.")
     depth = Integer(6, help="Surgery depth: how many final blocks get the v-v path (ViT), 1..number of blocks.")
     cmap = Text("jet", help="Colour map of the heat maps: a matplotlib name.")
     opacity = Number(0.6, low=0.0, high=1.0, help="Weight of the heat map over the image.")
@@ -70,23 +68,7 @@ class HeatmapSettings(traitlets.HasTraits):
 
     # --- checks that depend on the model or the labels ----------------------------------------
 
-    @traitlets.validate("labels")
-    def _valid_labels(self, proposal: dict) -> list[str]:
-        try:
-            labels = parse_labels(proposal["value"])
-            for label in labels:
-                parse_target(label)
-        except TextInputError as exc:
-            raise InvalidStateError(f"{type(self).__name__}.labels = {proposal['value']!r} is not valid: "
-                                    f"{exc}") from None
-        return labels
 
-    @traitlets.validate("label")
-    def _valid_label(self, proposal: dict) -> str:
-        if proposal["value"] not in self.labels:
-            raise invalid(self, "label", proposal["value"],
-                          f"one of the labels ({', '.join(self.labels)}), or add it to the labels first")
-        return proposal["value"]
 
     @traitlets.validate("method")
     def _valid_method(self, proposal: dict) -> str:
@@ -113,14 +95,6 @@ class HeatmapSettings(traitlets.HasTraits):
             raise invalid(self, "compared", value, what)
         return tuple(names)
 
-    @traitlets.validate("size")
-    def _valid_size(self, proposal: dict) -> int | tuple[int, int]:
-        value = proposal["value"]
-        try:
-            height, width = check_input_size(value, self.explainer.model.patch_size)
-        except ValueError as exc:
-            raise InvalidStateError(f"{type(self).__name__}.size = {value!r} is not valid: {exc}") from None
-        return height if isinstance(value, (int, np.integer)) else (height, width)
 
     @traitlets.validate("depth")
     def _valid_depth(self, proposal: dict) -> int:

@@ -17,7 +17,6 @@ import numpy as np
 import traitlets
 
 from ..engine.errors import ClipSurgeryError
-from ..engine.images import check_input_size
 from ..engine.sam.prompts import map_point_scores, points_from_map
 from ..engine.sam.refiner import SamRefiner
 from ..engine.text.labels import parse_target
@@ -27,7 +26,16 @@ from .base import ExplorerWidget
 from .sam_controls import EmbeddingLine, arrange, build_controls
 from .sam_editing import NO_POINTS, SamPrompts
 from .sam_view import IMG_MASK, SamView  # noqa: F401  (IMG_MASK: for the end-to-end test)
-from .state import Choice, Flag, Integer, InvalidStateError, Number, Text, link_control
+from .state import (
+    Choice,
+    Flag,
+    InputSize,
+    Integer,
+    InvalidStateError,
+    Number,
+    Text,
+    link_control,
+)
 
 
 class _Superseded(ClipSurgeryError):
@@ -60,7 +68,7 @@ class SamWidget(SamPrompts, ExplorerWidget):
     outline_only = Flag(False, help="Draw only the mask's outline.")
     mode = Choice(("positive", "negative", "box"), help='What a click adds (Alt-click: the other kind); "box": drag.')
     candidate = Integer(None, low=0, allow_none=True, help="Which of SAM's candidate masks is shown (None: no mask).")
-    size = traitlets.Any(224, help="CLIP input size: an int S or (H, W), multiples of the patch size.")
+    size = InputSize(224, help="CLIP input size: an int S or (H, W), multiples of the patch size.")
 
     def __init__(self, explainer: Any, refiner: SamRefiner, image: Any = None, text: str | None = None, *,
                  threshold: float = 0.8, opacity: float = 0.5, outline_only: bool = False, mode: str = "positive",
@@ -127,14 +135,6 @@ class SamWidget(SamPrompts, ExplorerWidget):
                 raise InvalidStateError(f"{type(self).__name__}.text = {value!r} is not valid: {exc}") from None
         return value
 
-    @traitlets.validate("size")
-    def _valid_size(self, proposal: dict) -> Any:
-        value = proposal["value"]
-        try:
-            check_input_size(value, self.explainer.model.patch_size)
-        except ValueError as exc:
-            raise InvalidStateError(f"{type(self).__name__}.size = {value!r} is not valid: {exc}") from None
-        return value
 
     # --- Python API ------------------------------------------------------------------------------
 

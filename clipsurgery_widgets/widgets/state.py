@@ -19,10 +19,12 @@ from typing import Any, Callable, Sequence
 import ipywidgets as widgets
 import traitlets
 
-from ..engine.errors import ClipSurgeryError
+from ..engine.errors import ClipSurgeryError, TextInputError
+from ..engine.images import check_input_size
+from ..engine.text.labels import parse_labels, parse_target
 
-__all__ = ["InvalidStateError", "Number", "Integer", "Choice", "Flag", "Text", "OptionalNumber", "link_control",
-           "link_choice"]
+__all__ = ["InvalidStateError", "Number", "Integer", "Choice", "Flag", "Text", "OptionalNumber", "InputSize", "LabelList",
+           "OneOf", "link_control", "link_choice"]
 
 
 class InvalidStateError(ClipSurgeryError, ValueError):
@@ -119,6 +121,57 @@ class Text(traitlets.Unicode):
             return ""
         if not isinstance(value, str):
             raise invalid(obj, self.name, value, "a string")
+        return value
+
+
+class InputSize(traitlets.TraitType):
+    """A model input size as the engine takes it: an int S or (H, W), multiples of the owner's patch size.
+
+    The owner has ``explainer.model.patch_size``; an int stays an int, a pair becomes a tuple.
+    """
+
+    def __init__(self, default: int | tuple[int, int] = 224, **kwargs: Any):
+        super().__init__(default, **kwargs)
+
+    def validate(self, obj: Any, value: Any) -> int | tuple[int, int]:
+        patch = obj.explainer.model.patch_size
+        try:
+            height, width = check_input_size(value, patch)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise invalid(obj, self.name, value, f"an int S or a pair (H, W) of multiples of {patch} ({exc})") from None
+        return int(value) if isinstance(value, numbers.Integral) else (height, width)
+
+
+class LabelList(traitlets.TraitType):
+    """Labels by the package's one rule (engine/text/labels.py): a list, or one comma-separated string;
+    read back as a list. With ``targets=True`` each label may be an "a+b" combination, checked here."""
+
+    def __init__(self, default: Sequence[str] = (), targets: bool = False, **kwargs: Any):
+        self.targets = targets
+        super().__init__(list(default), **kwargs)
+
+    def validate(self, obj: Any, value: Any) -> list[str]:
+        try:
+            labels = parse_labels(value)
+            for label in labels if self.targets else ():
+                parse_target(label)
+        except TextInputError as exc:
+            raise InvalidStateError(f"{type(obj).__name__}.{self.name} = {value!r} is not valid: {exc}") from None
+        return labels
+
+
+class OneOf(traitlets.Unicode):
+    """A string that must be one of the owner's current ``source`` list (e.g. the label among the labels)."""
+
+    def __init__(self, source: str, default: str = "", **kwargs: Any):
+        self.source = source
+        super().__init__(default, **kwargs)
+
+    def validate(self, obj: Any, value: Any) -> str:
+        options = list(getattr(obj, self.source))
+        if not isinstance(value, str) or value not in options:
+            raise invalid(obj, self.name, value, f"one of the {self.source} ({', '.join(options)}), or add it to "
+                                                 f"the {self.source} first")
         return value
 
 

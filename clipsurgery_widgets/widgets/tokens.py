@@ -23,7 +23,6 @@ from ..engine.attribution import (
     token_attributions,
 )
 from ..engine.explainer import Explainer
-from ..engine.images import check_input_size
 from ..figures.style import DEFAULT_CMAP, DEFAULT_OPACITY
 from ..figures.tokens import MARKINGS, token_figure
 from .base import ExplorerWidget
@@ -31,6 +30,7 @@ from .jobs import Job
 from .state import (
     Choice,
     Flag,
+    InputSize,
     Integer,
     InvalidStateError,
     Number,
@@ -68,7 +68,7 @@ class TokenExplorer(ExplorerWidget):
     marking = Choice(MARKINGS, help='Chip colours: "top3" (red, yellow, cyan) or "scale" (every chip).')
     cmap = Text(DEFAULT_CMAP, help="Matplotlib colour map of the heat map and of the chip colour scale.")
     opacity = Number(DEFAULT_OPACITY, low=0.0, high=1.0, help="Weight of the heat map over the image.")
-    size = traitlets.Any(224, help="Model input size: an int S or (H, W), whole patches (like the engine).")
+    size = InputSize(224, help="Model input size: an int S or (H, W), whole patches (like the engine).")
     depth = Integer(6, low=1, help="Surgery depth: 1 to the ViT's number of blocks (a ResNet ignores it).")
     heat_side = Integer(200, low=1, help="Heat maps are sent at about this many pixels on the long side.")
     selected_token = Integer(None, low=0, allow_none=True, help="Token whose map is shown; None: the caption's.")
@@ -110,14 +110,6 @@ class TokenExplorer(ExplorerWidget):
             raise invalid(self, "cmap", proposal["value"], "a matplotlib colour map name such as 'jet' or 'viridis'")
         return proposal["value"]
 
-    @traitlets.validate("size")
-    def _valid_size(self, proposal: dict) -> int | tuple[int, int]:
-        value, patch = proposal["value"], self.explainer.model.patch_size
-        try:
-            height, width = check_input_size(value, patch)
-        except ValueError as exc:
-            raise invalid(self, "size", value, f"an int S or a pair (H, W) of multiples of {patch} ({exc})") from None
-        return int(value) if isinstance(value, numbers.Integral) else (height, width)
 
     @traitlets.validate("depth")
     def _valid_depth(self, proposal: dict) -> int:
