@@ -14,12 +14,13 @@ import traceback
 from typing import Sequence
 
 from .common import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, UsageError, parse_size
+from .evaluate import add_evaluate_parser, run_evaluate
 from .explain import add_explain_parser, run_explain
 from .segment import add_segment_parser, run_segment
 
 __all__ = ["main", "build_parser", "parse_size", "UsageError"]
 
-COMMANDS = {"explain": run_explain, "segment": run_segment}
+COMMANDS = {"explain": run_explain, "segment": run_segment, "evaluate": run_evaluate}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_explain_parser(sub)
     add_segment_parser(sub)
+    add_evaluate_parser(sub)
     return parser
 
 

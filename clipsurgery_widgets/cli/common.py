@@ -60,6 +60,54 @@ def check_output(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"Image file not found: {args.image}")
 
 
+def check_model_options(args: argparse.Namespace) -> None:
+    """--device (and, for ``explain``, --depth against the model's block count) checked before loading.
+
+    The block count comes from the model's config (open_clip's, or the tiny models'), read without
+    building the model; a model known only from its checkpoint is checked once loaded
+    (:func:`check_depth_after_loading`).
+    """
+    if args.device is not None:
+        import torch
+
+        try:
+            device = torch.device(args.device)
+        except (RuntimeError, ValueError):
+            raise UsageError(f"--device {args.device!r} is not a device: use cpu, cuda, cuda:1 or mps") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"--device {args.device!r}: CUDA is not available on this machine; use --device cpu")
+    depth = getattr(args, "depth", None)
+    if depth is None:
+        return
+    if depth < 1:
+        raise UsageError(f"--depth must be a whole number of blocks, 1 or more, not {depth}")
+    blocks = config_blocks(args.model)
+    if blocks is not None and depth > blocks:
+        raise UsageError(f"--depth {depth} is more than {args.model} has: choose 1 to {blocks} (its number of "
+                         f"transformer blocks)")
+
+
+def config_blocks(name: str) -> int | None:
+    """Transformer blocks of a named ViT model from its config (no weights read); None if unknown or a ResNet."""
+    from ..engine.loading import TINY_CONFIGS
+
+    config = TINY_CONFIGS.get(name)
+    if config is None:
+        import open_clip
+
+        config = open_clip.get_model_config(name)
+    layers = (config or {}).get("vision_cfg", {}).get("layers")
+    return layers if isinstance(layers, int) else None
+
+
+def check_depth_after_loading(args: argparse.Namespace, model: Any) -> None:
+    """--depth against a loaded model whose config was not known by name (e.g. a checkpoint file)."""
+    blocks = model.num_blocks
+    if blocks is not None and not 1 <= args.depth <= blocks:
+        raise UsageError(f"--depth {args.depth} does not fit this model: choose 1 to {blocks} (its number of "
+                         f"transformer blocks)")
+
+
 def reporter(args: argparse.Namespace) -> Callable[[str], None]:
     """Progress lines on stderr (nothing with --quiet)."""
     return (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))

@@ -4,18 +4,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from .common import (
-    EXIT_OK,
-    METHOD_CHOICES,
-    UsageError,
-    add_model_options,
-    add_output_options,
-    check_output,
-    load_cli_model,
-    parse_size,
-    reporter,
-    save,
-)
+from .common import (EXIT_OK, METHOD_CHOICES, UsageError, add_model_options, add_output_options,
+                     check_depth_after_loading, check_model_options, check_output, load_cli_model, parse_size,
+                     reporter, save)
 
 
 def add_explain_parser(sub: argparse._SubParsersAction) -> None:
@@ -56,32 +47,47 @@ def _compare_methods(text: str | None) -> list[str] | None:
         raise UsageError(f"--compare: {exc}") from None
 
 
-def run_explain(args: argparse.Namespace) -> int:
-    from ..engine.text.labels import parse_labels
+def _labels(text: str) -> list[str]:
+    """--labels parsed and every combined target split, so a malformed one is a usage error."""
+    from ..engine.errors import TextInputError
+    from ..engine.text.labels import parse_labels, parse_target
 
-    labels = parse_labels(args.labels, allow_empty=True)
+    try:
+        labels = parse_labels(text, allow_empty=True)
+        for label in labels:
+            parse_target(label)
+    except TextInputError as exc:
+        raise UsageError(f"--labels: {exc}") from None
     if not labels:
         raise UsageError('--labels is empty: give at least one label, e.g. --labels "cat,dog"')
-    check_output(args)
+    return labels
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    labels = _labels(args.labels)
     compare = _compare_methods(args.compare)
     size = parse_size(args.size)
     import matplotlib
 
     if args.cmap not in matplotlib.colormaps:
         raise UsageError(f"--cmap {args.cmap!r} is not a matplotlib colour map (try jet, viridis, inferno)")
+    check_model_options(args)
+    check_output(args)
     matplotlib.use("Agg")
     from ..engine import Explainer, load_image
     from ..engine.images import check_input_size
+    from ..engine.limits import check_token_budget
     from ..figures import explanation_grid
     from ..figures.methods import methods_grid
 
     say = reporter(args)
     t0 = time.perf_counter()
     model = load_cli_model(args, say, "[1/3]")
-    try:
-        check_input_size(size, model.patch_size)
+    try:  # the patch size is the loaded model's (a checkpoint may differ from its name's config)
+        check_token_budget(model, check_input_size(size, model.patch_size), len(labels))
     except ValueError as exc:
         raise UsageError(f"--size: {exc}") from None
+    check_depth_after_loading(args, model)
     rgb = load_image(args.image)
     shown = ", ".join(compare) if compare else args.method
     say(f"[2/3] explaining {args.image} ({rgb.shape[1]}x{rgb.shape[0]}) with {len(labels)} label(s) at {size} "

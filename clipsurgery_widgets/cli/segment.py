@@ -5,16 +5,8 @@ import argparse
 import time
 from pathlib import Path
 
-from .common import (
-    EXIT_OK,
-    UsageError,
-    add_model_options,
-    add_output_options,
-    check_output,
-    load_cli_model,
-    reporter,
-    save,
-)
+from .common import (EXIT_OK, UsageError, add_model_options, add_output_options, check_model_options, check_output,
+                     load_cli_model, reporter, save)
 
 DENSE = ("sclip", "naclip", "clearclip", "maskclip", "gem", "clip_surgery", "raw")
 
@@ -65,6 +57,7 @@ def _settings(args: argparse.Namespace, benchmark: str | None) -> dict:
 
 
 def run_segment(args: argparse.Namespace) -> int:
+    check_model_options(args)
     check_output(args)
     if args.save_labels and Path(args.save_labels).suffix.lower() != ".png":
         raise UsageError(f"--save-labels must end in .png (lossless class indices), not {args.save_labels!r}")

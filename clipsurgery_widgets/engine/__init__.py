@@ -2,84 +2,31 @@
 
 Stable public names, used by notebooks, widgets and users' scripts.
 """
-from .attention import (
-                        AttentionCapture,
-                        AttentionInputError,
-                        AttentionRows,
-                        AttentionStats,
-                        attention_layout,
-                        attention_rows,
-                        capture_attention,
-)
-from .attribution import (
-                        TokenAttribution,
-                        caption_matches,
-                        token_attributions,
-                        tokenize_caption,
-)
-from .decomposition.ablation import (
-                        Ablation,
-                        evaluate_ablation,
-                        folder_ablation,
-                        labelled_folder,
-                        zero_shot_accuracy,
-)
+from .attention import (AttentionCapture, AttentionInputError, AttentionRows, AttentionStats, attention_layout,
+                        attention_rows, capture_attention)
+from .attribution import (TokenAttribution, caption_matches, token_attributions, tokenize_caption)
+from .decomposition.ablation import (Ablation, evaluate_ablation, folder_ablation, labelled_folder, zero_shot_accuracy)
 from .decomposition.dataset_pass import PassInterrupted, decompose_images
 from .decomposition.session import DecompositionSession
 from .decomposition.terms import Decomposition, decompose, spatial_maps
 from .decomposition.textspan import load_text_pool, text_span, text_span_heads
-from .errors import (
-                        CheckpointError,
-                        ClipSurgeryError,
-                        ImageInputError,
-                        MethodError,
-                        ModelLoadError,
-                        TextInputError,
-                        UnsupportedModelError,
-)
+from .errors import (CheckpointError, ClipSurgeryError, ImageInputError, MethodError, ModelLoadError, TextInputError,
+                     UnsupportedModelError)
 from .explainer import Explainer
 from .images import load_image, preprocess, sample_image
-from .loading import (
-                        LoadedModel,
-                        build_tiny_model,
-                        load_model,
-                        load_model_from_env,
-                        wrap_model,
-)
+from .loading import (LoadedModel, build_tiny_model, load_model, load_model_from_env, wrap_model)
 from .maps import combine_targets, map_to_points, overlay, similarity_maps
-from .method_rows import (
-                        KIND_METHODS,
-                        KIND_SCALES,
-                        METHOD_KINDS,
-                        KindAttention,
-                        KindRow,
-                        check_kinds,
-                        image_kind_attention,
-                        kind_attention,
-                        method_rows,
-)
+from .method_rows import (KIND_METHODS, KIND_SCALES, METHOD_KINDS, KindAttention, KindRow, check_kinds,
+                          image_kind_attention, kind_attention, method_rows)
 from .results import Explanation, ImageTokens, MapSet
 from .sam.downloads import SAM_CHECKPOINTS, download_checkpoint
-from .sam.export import (
-                        mask_to_polygons,
-                        mask_to_rle,
-                        rle_to_mask,
-                        save_mask,
-                        save_prompts,
-)
+from .sam.export import (mask_to_polygons, mask_to_rle, rle_to_mask, save_mask, save_prompts)
 from .sam.instances import InstanceMasks
 from .sam.models import build_tiny_sam
 from .sam.refiner import SamRefiner, load_sam_from_env
 from .sam.results import SamResult
-from .segmentation import (
-                        BENCHMARKS,
-                        ClassFeatures,
-                        Segmentation,
-                        benchmark_classes,
-                        class_features,
-                        read_class_file,
-                        segment,
-)
+from .segmentation import (BENCHMARKS, ClassFeatures, Segmentation, benchmark_classes, class_features,
+                           read_class_file, segment)
 from .surgery import feature_surgery
 from .text.encoding import TEMPLATES, encode_texts
 from .towers.dense import METHODS, DenseTokens, encode_dense, encode_dense_many

@@ -29,11 +29,7 @@ from .images import ImageInput
 from .maps import similarity_maps
 from .regions import patch_at
 from .surgery import feature_surgery
-from .text.captions import (
-    CaptionTokens,
-    token_features,
-    tokenize_caption,
-)
+from .text.captions import (CaptionTokens, token_features, tokenize_caption)
 
 SCORE_SOURCES = ("global", "max")
 

@@ -1,5 +1,6 @@
-"""Reading checkpoint files safely: OpenAI JIT archives, state dicts (plain, open_clip training, DDP) and
-.safetensors, with torch.load(weights_only=True) unless the caller trusts the file."""
+"""Reading checkpoint files safely: OpenAI JIT archives (weights read without running the archive's
+code), state dicts (plain, open_clip training, DDP) and .safetensors, with
+torch.load(weights_only=True) unless the caller trusts the file."""
 from __future__ import annotations
 
 import hashlib
@@ -14,13 +15,16 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .jit_archive import ArchiveNeedsTrust, is_torchscript, read_torchscript_weights
 
 
 def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> tuple[dict[str, torch.Tensor], bool]:
-    """Read a weights file into a flat state dict. Returns (state_dict, was_openai_jit_archive)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"Checkpoint file not found: {path}.")
+    """Read a weights file into a flat state dict. Returns (state_dict, was_openai_jit_archive).
+
+    TorchScript (OpenAI JIT) archives are read without running their code; one whose objects
+    need their own ``__setstate__`` code is refused unless ``trust`` (then ``torch.jit.load``).
+    """
+    path = check_checkpoint_path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -28,17 +32,12 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> tuple[dict[
             return load_file(str(path), device="cpu"), False
         except Exception as exc:
             raise CheckpointError(f"{path} is not a readable .safetensors file: {first_line(exc)}.") from None
-    if zipfile.is_zipfile(path) and _is_torchscript(path):
-        try:
-            # TorchScript archives hold weights and TorchScript code, never arbitrary pickled Python.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # torch deprecates jit, but OpenAI ships it
-                return torch.jit.load(str(path), map_location="cpu").state_dict(), True
-        except Exception as exc:
-            raise CheckpointError(f"{path} looks like a TorchScript (OpenAI JIT) archive but could not be "
-                                  f"read: {first_line(exc)}.") from None
     try:
+        if zipfile.is_zipfile(path) and is_torchscript(path):
+            return _read_torchscript(path, trust), True
         obj = torch.load(str(path), map_location="cpu", weights_only=not trust)
+    except CheckpointError:
+        raise
     except pickle.UnpicklingError as exc:
         detail = str(exc)
         if "GLOBAL" not in detail and not _starts_like_pickle(path):
@@ -50,19 +49,46 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> tuple[dict[
             f"Refused to load {path}: it holds pickled Python objects beyond plain tensors ({found}). If you "
             f"trust this file, pass trust_checkpoint=True (command line: --trust-checkpoint); unpickling an "
             f"untrusted file can run arbitrary code.") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: the file is damaged "
+                              f"({first_line(exc)}). Download or copy it again.") from None
     except Exception as exc:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {first_line(exc)}.") from None
     return _as_state_dict(obj, path), False
 
 
+def check_checkpoint_path(path: str | os.PathLike) -> Path:
+    """The path, if it names an existing file; CheckpointError saying what it is otherwise."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file: pass the weights file inside it "
+                              f"(e.g. {path / 'model.pt'}).")
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint file not found: {path}. Check the path.")
+    return path
+
+
+def _read_torchscript(path: Path, trust: bool) -> dict[str, torch.Tensor]:
+    try:
+        return read_torchscript_weights(path)
+    except ArchiveNeedsTrust as why:
+        if not trust:
+            raise CheckpointError(
+                f"Refused to load {path}: this TorchScript archive can only be restored by running its own code "
+                f"({why}). If you trust this file, pass trust_checkpoint=True (command line: --trust-checkpoint); "
+                f"running an untrusted archive's code can do anything it says.") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch deprecates jit, but OpenAI ships it
+            return torch.jit.load(str(path), map_location="cpu").state_dict()
+    except Exception as exc:
+        raise CheckpointError(f"{path} looks like a TorchScript (OpenAI JIT) archive but could not be "
+                              f"read: {first_line(exc)}.") from None
+
+
 def _starts_like_pickle(path: Path) -> bool:
     with open(path, "rb") as fh:
         return fh.read(1) == b"\x80"  # the PROTO opcode every pickle since protocol 2 opens with
-
-
-def _is_torchscript(path: Path) -> bool:
-    with zipfile.ZipFile(path) as zf:
-        return any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
 
 
 def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:

@@ -12,15 +12,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import FeatureStore, LRUCache, content_hash, default_cache_dir
+from .errors import TextInputError
 from .images import ImageInput, check_input_size, load_image, preprocess
+from .limits import MAX_TOKENS, check_memory
 from .loading import LoadedModel, load_model, wrap_model
-from .maps import similarity_maps
+from .notices import quote, warn_user
 from .results import Explanation, ImageTokens, MapSet
 from .surgery import feature_surgery
 from .surgery import (
     feature_surgery as feature_surgery_scores,  # explain() has a flag of that name
 )
-from .text.encoding import TEMPLATES, encode_texts
+from .text.encoding import TEMPLATES, check_templates, encode_texts
 from .text.labels import parse_labels, parse_target
 from .towers.dense import encode_dense_many
 from .towers.dense_params import METHODS as DENSE_METHODS
@@ -45,6 +47,8 @@ class Explainer:
     serialised by ``model_lock``; code that runs ``self.model.model`` directly holds it too.
     """
 
+    max_tokens: int = MAX_TOKENS  # explain() refuses larger inputs; set per instance or pass max_tokens=
+
     def __init__(self, model: LoadedModel | nn.Module | str, cache_dir: str | os.PathLike | bool | None = None,
                  max_cached_images: int = 16):
         if isinstance(model, str):
@@ -57,6 +61,20 @@ class Explainer:
         self._store = None if cache_dir is False else FeatureStore(default_cache_dir() if cache_dir in (None, True)
                                                                    else cache_dir)
         self.model_lock = threading.RLock()
+        self._fingerprint_seen = self.model.fingerprint
+
+    def _weights(self) -> tuple[str, tuple]:
+        """(fingerprint, signature) of the weights now; in-memory entries of older weights are dropped.
+
+        Results are cached only if ``self.model.watch.unchanged(signature)`` still holds after they
+        are computed, so nothing is stored under a fingerprint it does not belong to.
+        """
+        fingerprint, signature = self.model.watch.snapshot()
+        if fingerprint != self._fingerprint_seen:
+            self._tokens.clear()
+            self._labels.clear()
+            self._fingerprint_seen = fingerprint
+        return fingerprint, signature
 
     # --- inputs ---------------------------------------------------------------------------
 
@@ -68,7 +86,8 @@ class Explainer:
                      resnet_mode: str = "repo") -> ImageTokens:
         """Raw and surgery tokens of one RGB image ([1, 1+N, D] each), cached by content and settings."""
         hw = check_input_size(size, self.model.patch_size)
-        key = (content_hash(rgb), hw, depth if self.model.family == "vit" else resnet_mode, self.model.fingerprint)
+        fingerprint, signature = self._weights()
+        key = (content_hash(rgb), hw, depth if self.model.family == "vit" else resnet_mode, fingerprint)
         cached = self._tokens.get(key)
         if cached is not None:
             return cached
@@ -76,7 +95,8 @@ class Explainer:
         with self.model_lock:
             tokens = encode_image_tokens(self.model.model, pixels, depth=depth, resnet_mode=resnet_mode)
         tokens = ImageTokens(raw=tokens.raw.float().cpu(), surgery=tokens.surgery.float().cpu(), grid=tokens.grid)
-        self._tokens.put(key, tokens)
+        if self.model.watch.unchanged(signature):
+            self._tokens.put(key, tokens)
         return tokens
 
     def method_tokens(self, rgb: np.ndarray, size: int | tuple[int, int], methods: Sequence[str], depth: int = 6,
@@ -96,40 +116,54 @@ class Explainer:
         if not others:
             return {m: out[m] for m in methods}, grid
         hw = check_input_size(size, self.model.patch_size)
-        image_key = (content_hash(rgb), hw, self.model.fingerprint)
+        fingerprint, signature = self._weights()
+        image_key = (content_hash(rgb), hw, fingerprint)
         requests = [(m, dict(params.get(m, {}), **({"depth": depth} if m == "clip_surgery" else {}))) for m in others]
         keys = {m: image_key + (m, tuple(sorted(p.items()))) for m, p in requests}
-        missing = [(m, p) for m, p in requests if self._tokens.get(keys[m]) is None]
+        found = {m: self._tokens.get(keys[m]) for m, _ in requests}
+        missing = [(m, p) for m, p in requests if found[m] is None]
         if missing:
             pixels = preprocess(rgb, hw, self.model.mean, self.model.std, self.model.patch_size).to(self.model.device)
             with self.model_lock:
                 dense = encode_dense_many(self.model.model, pixels, missing)
+            keep = self.model.watch.unchanged(signature)
             for m, _ in missing:
-                self._tokens.put(keys[m], (dense[m].tokens.float().cpu(), dense[m].grid))
+                found[m] = (dense[m].tokens.float().cpu(), dense[m].grid)
+                if keep:
+                    self._tokens.put(keys[m], found[m])
         for m in others:
-            out[m], grid = self._tokens.get(keys[m])
+            out[m], grid = found[m]
         return {m: out[m] for m in methods}, grid
 
     def label_features(self, labels: Sequence[str], templates: Sequence[str] | None = TEMPLATES) -> torch.Tensor:
-        """Normalised prompt-ensembled features [T, D] (CPU float32), each label computed once."""
-        namespace = content_hash(self.model.fingerprint, tuple(templates) if templates is not None else None)
-        missing = []
+        """Normalised prompt-ensembled features [T, D] (CPU float32), each label computed once.
+
+        Disk entries are validated (shape [D], float32, finite); a bad one is deleted and recomputed.
+        """
+        labels = list(labels)  # any iterable, read once
+        templates = None if templates is None else check_templates(templates)
+        fingerprint, signature = self._weights()
+        namespace = content_hash(fingerprint, templates)
+        found: dict[str, torch.Tensor] = {}
         for label in dict.fromkeys(labels):
-            if (namespace, label) in self._labels:
-                continue
-            stored = self._store.get(namespace, label) if self._store else None
-            if stored is not None:
-                self._labels[(namespace, label)] = torch.from_numpy(stored)
-            else:
-                missing.append(label)
+            memo = self._labels.get((namespace, label))
+            stored = None if memo is not None or not self._store else \
+                self._store.get(namespace, label, (self.model.text_dim,))
+            if memo is not None or stored is not None:
+                found[label] = memo if memo is not None else torch.from_numpy(stored)
+                self._labels[(namespace, label)] = found[label]
+        missing = [label for label in dict.fromkeys(labels) if label not in found]
         if missing:
             with self.model_lock:
                 feats = encode_texts(self.model.model, self.model.tokenizer, missing, templates=templates)
+            keep = self.model.watch.unchanged(signature)  # else these belong to weights changed meanwhile
             for label, feat in zip(missing, feats.float().cpu()):
-                self._labels[(namespace, label)] = feat
-                if self._store:
-                    self._store.put(namespace, label, feat.numpy())
-        return torch.stack([self._labels[(namespace, label)] for label in labels])
+                found[label] = feat
+                if keep:
+                    self._labels[(namespace, label)] = feat
+                    if self._store:
+                        self._store.put(namespace, label, feat.numpy())
+        return torch.stack([found[label] for label in labels])
 
     def empty_feature(self, templates: Sequence[str] | None = TEMPLATES) -> torch.Tensor:
         """The redundant feature r [D]: prompt-ensembled "" (docs/algorithms.md#feature-surgery), computed once per model and templates."""
@@ -151,7 +185,7 @@ class Explainer:
                 redundancy: str = "auto", size: int | tuple[int, int] = 224, depth: int = 6,
                 templates: Sequence[str] | None = TEMPLATES, resnet_mode: str = "repo",
                 methods: Sequence[str] | None = None, feature_surgery: bool | None = None,
-                method_params: dict[str, dict] | None = None) -> Explanation:
+                method_params: dict[str, dict] | None = None, max_tokens: int | None = None) -> Explanation:
         """Similarity maps of ``labels`` on ``image``.
 
         Args:
@@ -167,12 +201,22 @@ class Explainer:
             methods: several methods computed from one forward pass; ``result.by_method[name]`` holds each.
             feature_surgery: None = as the papers use them (on for clip_surgery only); True/False = for all.
             method_params: per-method parameters, e.g. {"naclip": {"gaussian_std": 3.0}}.
+            max_tokens: the most patch tokens an input may have (default ``self.max_tokens``,
+                :data:`~.limits.MAX_TOKENS` = 4,096); larger sizes are refused before anything runs.
+
+        Memory: the result keeps patch scores only, 4 * T * (N + 1) bytes per method; full-size
+        maps are made when read (``maps``: 4 * T * H * W bytes, ``map_for``: 4 * H * W).
+        Labels follow :mod:`.text.labels` (repeats dropped with a notice; "\\+" is a literal plus);
+        labels that read the same to the model get a notice, or an error where multi-label
+        feature surgery would cancel them out.
         """
         t0 = time.perf_counter()
         labels = parse_labels(labels)
         main, names = _resolve_methods(method, methods, self.model.family)
         if redundancy not in REDUNDANCY_MODES:
             raise ValueError(f"redundancy must be one of {REDUNDANCY_MODES}, not {redundancy!r}.")
+        hw = check_input_size(size, self.model.patch_size)
+        check_memory(self.model, hw, len(labels), len(names), self.max_tokens if max_tokens is None else max_tokens)
         rgb = self.prepare_image(image)
         tokens, grid = self.method_tokens(rgb, size, names, depth, resnet_mode, method_params)
         t1 = time.perf_counter()
@@ -183,6 +227,7 @@ class Explainer:
         image_size = rgb.shape[:2]
         modes = {name: mode if (name == "clip_surgery" if feature_surgery is None else feature_surgery) else "none"
                  for name in names}
+        _check_distinct(labels, text, cancels="labels" in modes.values())
         results = {name: feature_surgery_scores(F.normalize(tokens[name], dim=-1), text, redundant=redundant,
                                                 mode=modes[name])[0] for name in names}
         t3 = time.perf_counter()
@@ -190,7 +235,6 @@ class Explainer:
         global_raw = F.normalize(tokens[names[0]][0, 0], dim=-1) @ text.T  # token 0 is CLIP's own for every method
         probs = torch.softmax(self.model.logit_scale * global_raw, dim=-1).numpy().astype(np.float32)
         t4 = time.perf_counter()
-        hw = check_input_size(size, self.model.patch_size)
         return Explanation(
             labels=tuple(labels), image_size=(int(image_size[0]), int(image_size[1])), grid=grid,
             input_size=hw, surgery=mapsets.get("clip_surgery"), raw=mapsets.get("raw"), probs=probs,
@@ -216,11 +260,32 @@ class Explainer:
 
 
 def _mapset(scores: torch.Tensor, grid: tuple[int, int], image_size: tuple[int, int]) -> MapSet:
-    """scores [1+N, T] -> maps at the original image size, patch and global scores."""
-    patch = scores[1:]
-    maps = similarity_maps(patch.unsqueeze(0), grid, tuple(int(s) for s in image_size))[0]
-    return MapSet(maps=maps.numpy().astype(np.float32), patch_scores=patch.numpy().astype(np.float32),
-                  global_scores=scores[0].numpy().astype(np.float32))
+    """scores [1+N, T] -> patch and global scores; maps at the image size are made when read."""
+    return MapSet(patch_scores=scores[1:].numpy().astype(np.float32), global_scores=scores[0].numpy().astype(np.float32),
+                  grid=tuple(grid), image_size=tuple(int(s) for s in image_size))
+
+
+def _check_distinct(labels: Sequence[str], text: torch.Tensor, cancels: bool) -> None:
+    """Notice (or, where multi-label feature surgery cancels them, an error) for labels the model reads alike.
+
+    "cat" and "Cat" are different strings but one text to CLIP's tokenizer (it ignores case and
+    extra spaces), so their features are equal; with only such labels every "labels"-mode map is 0.
+    text: [T, D] unit rows. Rows are compared a block at a time (memory 4 * 1024 * T bytes).
+    """
+    same: list[tuple[int, int]] = []
+    for start in range(0, len(labels), 1024):
+        close = (text[start:start + 1024] @ text.T) > 1 - 1e-5  # [block, T]
+        for i, j in close.nonzero().tolist():
+            if j < start + i and not any(k == start + i for k, _ in same):
+                same.append((start + i, j))
+    if not same:
+        return
+    pairs = ", ".join(f"{quote(labels[i])} and {quote(labels[j])}" for i, j in same[:5])
+    message = f"Labels {pairs} read the same to the model (its tokenizer ignores case and extra spaces)"
+    if cancels and len(same) == len(labels) - 1:
+        raise TextInputError(f"{message}: multi-label feature surgery removes what all labels share, so every "
+                             f"map would be 0. Remove the repeats, add other labels, or use redundancy='empty'.")
+    warn_user(f"{message}; their maps are identical. Remove the repeats to explain each text once.")
 
 
 def canonical_method(name: str) -> str:

@@ -45,7 +45,14 @@ def load_image(source: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) 
         tensor = source.detach().cpu()
         if tensor.ndim == 3 and tensor.shape[0] in (1, 3, 4) and tensor.shape[-1] not in (1, 3, 4):
             tensor = tensor.permute(1, 2, 0)  # [C, H, W] -> [H, W, C]
-        return array_to_rgb(tensor.numpy(), max_pixels)
+        if tensor.dtype == torch.bfloat16:
+            tensor = tensor.float()  # numpy has no bfloat16; float32 holds every bfloat16 value exactly
+        try:
+            array = tensor.numpy()
+        except (TypeError, RuntimeError):
+            raise ImageInputError(f"Unsupported image tensor dtype {tensor.dtype}; use uint8, or float in [0, 1]."
+                                  ) from None
+        return array_to_rgb(array, max_pixels)
     if isinstance(source, np.ndarray):
         return array_to_rgb(source, max_pixels)
     raise ImageInputError(f"Unsupported image input of type {type(source).__name__}: pass a file path, a PIL "
@@ -75,9 +82,15 @@ def _open(source: str | os.PathLike | bytes, max_pixels: int | None) -> Image.Im
         stream, label = io.BytesIO(source), "the uploaded data"
     else:
         path = Path(source).expanduser()
-        if not path.exists():
+        try:
+            exists, is_dir = path.exists(), path.is_dir()
+        except OSError as exc:  # e.g. a file name longer than the filesystem allows
+            shown = str(path) if len(str(path)) <= 120 else f"{str(path)[:60]}...{str(path)[-40:]}"
+            raise ImageInputError(f"Can't use {shown!r} as an image path: {exc.strerror or exc} (a file name has "
+                                  f"at most 255 bytes on most systems). Check or shorten the name.") from None
+        if not exists:
             raise ImageInputError(f"Image file not found: {path}. Check the path.")
-        if path.is_dir():
+        if is_dir:
             raise ImageInputError(f"{path} is a folder, not an image file.")
         stream, label = path, str(path)
     try:

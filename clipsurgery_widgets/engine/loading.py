@@ -4,10 +4,8 @@ Everything returns a :class:`LoadedModel`, the one record the rest of the engine
 """
 from __future__ import annotations
 
-import contextlib
 import difflib
 import hashlib
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +18,19 @@ from .checkpoints import (  # noqa: F401
     _checkpoint_fingerprint,
     _load_state_into,
     _load_weights_into,
+    check_checkpoint_path,
     first_line,
     read_checkpoint,
 )
 from .errors import CheckpointError, ModelLoadError, UnsupportedModelError
+from .hub import (  # noqa: F401  (tests reach these through this module)
+    _download_problem,
+    _hub_logs_silenced,
+    _hub_offline,
+    _weights_host_reachable,
+    weights_cache_dir,
+)
+from .model_guard import (WeightsWatch, content_fingerprint, eval_view, model_device, private_copy, same_device)
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -56,7 +63,9 @@ class LoadedModel:
     """An open_clip CLIP model ready for explanation, with what the engine needs to know about it.
 
     Attributes:
-        model: the open_clip ``CLIP`` module, in eval mode, on ``device``.
+        model: the open_clip ``CLIP`` module the engine runs, in eval mode, on ``device``: a built
+            model that was in eval mode on ``device`` itself, else a view or copy of it (see
+            :func:`wrap_model`).
         tokenizer: callable ``list[str] -> LongTensor [T, context_length]``.
         name: model name (open_clip config name, tiny name, or ``"custom"``).
         pretrained: pretrained tag, checkpoint path, or None.
@@ -64,8 +73,9 @@ class LoadedModel:
         patch_size: pixels per grid cell (ViT patch size; 32 for ModifiedResNet).
         image_size: native (height, width) of the image tower.
         mean, std: per-channel normalisation used by preprocessing.
-        fingerprint: stable string identifying architecture and weights; use it as a cache key.
+        initial_fingerprint: what identified the weights when loaded.
         device: where the model lives.
+        watch: notices in-place weight changes (see :attr:`fingerprint`).
     """
 
     model: nn.Module
@@ -77,8 +87,29 @@ class LoadedModel:
     image_size: tuple[int, int]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    fingerprint: str
+    initial_fingerprint: str
     device: torch.device
+    watch: WeightsWatch | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.watch is None:
+            object.__setattr__(self, "watch", WeightsWatch(self.model, self.initial_fingerprint))
+
+    @property
+    def fingerprint(self) -> str:
+        """Stable string identifying architecture and weights: the cache key of everything computed.
+
+        Checked on every read (tensor version counters, about 0.3 ms for ViT-B-16): after weights
+        change in place it becomes a content hash of the new weights. Edits through ``p.data``
+        are not counted by torch; call ``watch.refresh()`` after those.
+        """
+        return self.watch.fingerprint()
+
+    @property
+    def text_dim(self) -> int:
+        """D, the width of text (and image) features."""
+        proj = self.model.text_projection
+        return int(proj.out_features if isinstance(proj, nn.Linear) else proj.shape[1])
 
     @property
     def context_length(self) -> int:
@@ -107,16 +138,6 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def weights_cache_dir() -> str:
-    """Where open_clip/huggingface_hub keep downloaded weights on this machine."""
-    try:
-        from huggingface_hub import constants
-
-        return str(constants.HF_HUB_CACHE)
-    except Exception:  # pragma: no cover - very old huggingface_hub
-        return os.path.expanduser("~/.cache/huggingface/hub")
-
-
 def load_model(
     name: str | nn.Module = "ViT-B-16",
     pretrained: str | None = "openai",
@@ -132,21 +153,22 @@ def load_model(
     Args:
         name: an open_clip model name (``"ViT-B-16"``, ``"RN50"``, ...), ``"tiny-random-vit"`` /
             ``"tiny-random-resnet"`` (random weights, for tests only), a path to a checkpoint file,
-            or an already-built open_clip ``CLIP`` model (wrapped, never modified).
+            or an already-built open_clip ``CLIP`` model (wrapped, never modified: see :func:`wrap_model`).
         pretrained: open_clip pretrained tag (``"openai"``, ``"laion2b_s34b_b88k"``, ...). Weights are
             downloaded once into the Hugging Face cache. Ignored for tiny models and built models.
-        device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
+        device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available. For a built model the
+            default is the device it is on; another device gets a private copy of its weights there.
         checkpoint: a local weights file for architecture ``name``: an OpenAI JIT archive, an
             OpenAI or open_clip state dict (``.pt``/``.bin``), or ``.safetensors``.
         quick_gelu: force QuickGELU on or off; by default on for OpenAI weights (tag ``"openai"``,
             JIT archives) and off otherwise.
-        trust_checkpoint: load pickled checkpoints with ``weights_only=False``. Only for files you
-            trust: unpickling can run arbitrary code.
+        trust_checkpoint: load pickles with ``weights_only=False`` and code-restored JIT archives with
+            ``torch.jit.load``. Only for files you trust: both can run arbitrary code.
         cache_dir: where to keep downloaded weights (default: the Hugging Face cache).
     """
-    dev = default_device(device)
     if isinstance(name, nn.Module):
-        return wrap_model(name, device=dev)
+        return wrap_model(name, device=device)
+    dev = default_device(device)
     if not isinstance(name, (str, os.PathLike)):
         raise TypeError(f"load_model: name must be a model name, a checkpoint path or a CLIP model, not {type(name).__name__}")
     name = str(name)
@@ -178,13 +200,29 @@ def build_tiny_model(name: str = "tiny-random-vit") -> nn.Module:
     return model.eval()
 
 
-def wrap_model(model: nn.Module, device: torch.device | None = None, name: str = "custom",
+def wrap_model(model: nn.Module, device: str | torch.device | None = None, name: str = "custom",
                pretrained: str | None = None) -> LoadedModel:
-    """Describe an already-built open_clip CLIP model (it is moved to ``device`` only if given)."""
-    if device is not None:
-        model = model.to(device)
-    return _record(model, name, pretrained, next(model.parameters()).device,
-                   fingerprint=_parameter_fingerprint(model))
+    """Describe an already-built open_clip CLIP model, never changing it.
+
+    * In eval mode on ``device`` (or ``device`` None): the model itself is used.
+    * In training mode (any submodule): the engine runs an eval-mode view that shares the model's
+      parameter and buffer tensors (no extra memory; the model's flags and hooks stay as they are).
+    * ``device`` another than the model's: a private eval-mode copy of the weights is made on
+      ``device``, costing one full copy of the parameters and buffers in that device's memory
+      (about 600 MB for ViT-B-16 in float32). The original stays where it is; later in-place
+      changes to it are not seen by the copy. To avoid the copy, move the model yourself first:
+      ``load_model(model.to("cuda"))``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"wrap_model needs an open_clip CLIP module, not {type(model).__name__}.")
+    _check_clip(model, name)
+    here = model_device(model)
+    fingerprint = content_fingerprint(model)
+    if device is not None and not same_device(here, torch.device(device)):
+        model, here = private_copy(model, torch.device(device)), torch.device(device)
+    elif any(m.training for m in model.modules()):
+        model = eval_view(model)
+    return _record(model, name, pretrained, here, fingerprint=fingerprint, owned=False)
 
 
 # --- pretrained tags -----------------------------------------------------------------------
@@ -251,9 +289,7 @@ def _load_from_checkpoint(name: str | None, path: Path, pretrained: str | None, 
     import open_clip
     from open_clip.model import build_model_from_openai_state_dict
 
-    if not path.is_file():
-        raise CheckpointError(f"Checkpoint file not found: {path}. Check the path, or omit checkpoint= to "
-                              f"download the pretrained weights.")
+    check_checkpoint_path(path)
     state, is_jit = read_checkpoint(path, trust)
     if quick_gelu is None:
         quick_gelu = is_jit or pretrained == "openai"
@@ -278,9 +314,8 @@ def _load_from_checkpoint(name: str | None, path: Path, pretrained: str | None, 
     return _record(model.eval().to(dev), name, str(path), dev, fingerprint=_checkpoint_fingerprint(path))
 
 
-def _record(model: nn.Module, name: str, pretrained: str | None, dev: torch.device, fingerprint: str) -> LoadedModel:
-    import open_clip
-
+def _check_clip(model: nn.Module, name: str) -> str:
+    """The tower family of an open_clip CLIP model the surgery handles; UnsupportedModelError otherwise."""
     visual = getattr(model, "visual", None)
     if visual is None or not hasattr(model, "token_embedding"):
         raise UnsupportedModelError(f"Model {name!r} is not supported: it is not an open_clip CLIP model with "
@@ -289,7 +324,18 @@ def _record(model: nn.Module, name: str, pretrained: str | None, dev: torch.devi
     if family is None:
         raise UnsupportedModelError(f"Model {name!r} is not supported: its image tower is "
                                     f"{type(visual).__name__}. Supported: {SUPPORTED_FAMILIES}.")
-    model = model.to(dev).eval()
+    return family
+
+
+def _record(model: nn.Module, name: str, pretrained: str | None, dev: torch.device, fingerprint: str,
+            owned: bool = True) -> LoadedModel:
+    """The LoadedModel record; ``owned`` models (built here) are moved to ``dev`` and put in eval mode."""
+    import open_clip
+
+    family = _check_clip(model, name)
+    if owned:
+        model = model.to(dev).eval()
+    visual = model.visual
     size = visual.image_size
     size = (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) else (int(size), int(size))
     patch = visual.patch_size[0] if family == "vit" else 32
@@ -300,7 +346,7 @@ def _record(model: nn.Module, name: str, pretrained: str | None, dev: torch.devi
         context_length=int(getattr(model, "context_length", 77)))
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, pretrained=pretrained, family=family,
                        patch_size=int(patch), image_size=size, mean=mean, std=std,
-                       fingerprint=fingerprint, device=dev)
+                       initial_fingerprint=fingerprint, device=dev)
 
 
 def tower_family(visual: nn.Module) -> str | None:
@@ -316,66 +362,6 @@ def tower_family(visual: nn.Module) -> str | None:
     if isinstance(visual, ModifiedResNet):
         return "resnet"
     return None
-
-
-def _parameter_fingerprint(model: nn.Module) -> str:
-    h = hashlib.blake2b(digest_size=12)
-    for key, tensor in model.state_dict().items():
-        h.update(key.encode())
-        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return f"custom/{h.hexdigest()}"
-
-
-@contextlib.contextmanager
-def _hub_logs_silenced():
-    """open_clip and huggingface_hub log each failed attempt; our one error says it all."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.ERROR)
-    try:
-        yield
-    finally:
-        logging.disable(previous)
-
-
-@contextlib.contextmanager
-def _hub_offline(offline: bool):
-    from huggingface_hub import constants
-
-    previous = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = previous or offline
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = previous
-
-
-def _weights_host_reachable(name: str, pretrained: str | None, timeout: float = 3.0) -> bool:
-    """Whether the host serving these weights accepts a TCP connection within ``timeout`` seconds."""
-    import socket
-    from urllib.parse import urlparse
-
-    import open_clip
-    from huggingface_hub import constants
-
-    if pretrained is None or constants.HF_HUB_OFFLINE:
-        return True  # nothing to download, or offline already: no probe needed
-    cfg = open_clip.get_pretrained_cfg(name, pretrained) or {}
-    url = cfg.get("url") if not cfg.get("hf_hub") else os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    parsed = urlparse(url or "https://huggingface.co")
-    try:
-        with socket.create_connection((parsed.hostname, parsed.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _download_problem(exc: BaseException) -> str:
-    text = str(exc)
-    offline_signs = ("offline", "Name or service not known", "cannot find the requested files", "connection",
-                     "Connection", "Max retries", "timed out", "Temporary failure in name resolution")
-    if any(sign in text for sign in offline_signs):
-        return "the weights are not in the local cache and could not be downloaded (this machine looks offline)"
-    return first_line(exc)
 
 
 def _short_hash(text: str) -> str:

@@ -29,22 +29,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from .attention import (
-    ALL_QUERIES,
-    KINDS,
-    STAT_NAMES,
-    AttentionInputError,
-    AttentionRows,
-    Query,
-    check_head,
-    check_metric,
-    check_query,
-    check_radius,
-    neighbourhood,
-    patch_grid,
-    row_stats,
-    select_head,
-)
+from .attention import (ALL_QUERIES, KINDS, STAT_NAMES, AttentionInputError, AttentionRows, Query, check_head,
+                        check_metric, check_query, check_radius, neighbourhood, patch_grid, row_stats, select_head)
 from .images import preprocess
 from .towers.dense_attention import method_attention
 

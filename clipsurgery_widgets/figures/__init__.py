@@ -3,13 +3,7 @@
 Figures receive numpy arrays and engine results and draw them; they compute nothing. `style` holds
 the colours shared with the live widgets; `output` encodes and saves figures.
 """
-from .heatmap import (
-           METHOD_TITLES,
-           explanation_grid,
-           label_grid,
-           overlay_figure,
-           segmentation_figure,
-)
+from .heatmap import (METHOD_TITLES, explanation_grid, label_grid, overlay_figure, segmentation_figure)
 from .output import FORMATS, figure_bytes, register_notebook_display, save_figure
 from .style import label_colors
 

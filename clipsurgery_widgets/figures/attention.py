@@ -17,20 +17,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from ..engine.attention import (
-    GLOBAL,
-    KIND_LABELS,
-    KINDS,
-    STAT_NAMES,
-    STAT_TITLES,
-    AttentionRows,
-    AttentionStats,
-    cell_box,
-)
+from ..engine.attention import (GLOBAL, KIND_LABELS, KINDS, STAT_NAMES, STAT_TITLES, AttentionRows, AttentionStats,
+                                cell_box)
 from ..engine.maps import overlay
 from ..engine.method_rows import KindRow
 from ..engine.regions import patch_value_image
-from .style import KIND_COLORS, MARKER_COLOR, method_name, new_figure
+from .style import KIND_COLORS, MARKER_COLOR, method_name, new_figure, plain_figure
 
 _MAX_SIDE = 640  # panels never need more pixels than this
 
@@ -142,7 +134,7 @@ def stats_figure(query_stats: AttentionStats, all_stats: AttentionStats | None =
                  layer_names: Sequence[str] | None = None, current_layer: int | None = None,
                  panel_inches: float = 2.6, kinds: Sequence[str] = KINDS) -> Figure:
     """q-k against v-v across layers: one panel per statistic; solid = the query, dashed = all queries."""
-    fig = Figure(figsize=(len(STAT_NAMES) * panel_inches + 0.8, panel_inches + 0.9), layout="constrained")
+    fig = plain_figure(figsize=(len(STAT_NAMES) * panel_inches + 0.8, panel_inches + 0.9), layout="constrained")
     axes = fig.subplots(1, len(STAT_NAMES), squeeze=False)[0]
     layers = np.asarray(query_stats.layers)
     for ax, name in zip(axes, STAT_NAMES):

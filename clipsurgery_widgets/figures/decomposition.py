@@ -15,7 +15,7 @@ from matplotlib.patches import Rectangle
 
 from ..engine.maps import overlay
 from .output import register_notebook_display
-from .style import ABLATED_COLOR, MARKER_COLOR
+from .style import ABLATED_COLOR, MARKER_COLOR, plain_figure
 
 SELECTED_COLOR = MARKER_COLOR
 ATTN_COLOR, MLP_COLOR = "#1f77b4", "#ff7f0e"  # attention and MLP bars, here and in the live widget
@@ -44,7 +44,7 @@ def decomposition_figure(rgb: np.ndarray, label: str, contributions: np.ndarray,
     contributions = np.asarray(contributions, dtype=np.float64)
     layers, heads = contributions.shape
     panels = 1 + len(head_maps)
-    fig = Figure(figsize=(max(9.0, 2.8 * panels), 7.2), layout="constrained")
+    fig = plain_figure(figsize=(max(9.0, 2.8 * panels), 7.2), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[1.0, 1.15])
     grid_ax, bar_ax = top.subplots(1, 2, width_ratios=[max(1.0, heads / layers * 1.2), 2.0])
 

@@ -44,7 +44,7 @@ def methods_grid(rgb: np.ndarray, explanation: Explanation, methods: Sequence[st
         index = explanation.labels.index(label)
         for col, column in enumerate(columns):
             ax = axes[row, col]
-            shown = rgb if column == "image" else overlay(rgb, maps[column].maps[index], cmap=cmap, opacity=opacity)
+            shown = rgb if column == "image" else overlay(rgb, maps[column].map_at(index), cmap=cmap, opacity=opacity)
             ax.imshow(shown, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])

@@ -5,6 +5,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from .output import register_notebook_display
 
@@ -28,11 +29,40 @@ def label_colors(count: int) -> np.ndarray:
     return np.concatenate([np.asarray(base), hues])[:count]
 
 
-def new_figure(nrows: int, ncols: int, shape: tuple[int, ...], panel_inches: float, pad: tuple[float, float] = (1.0, 0.6)) -> Figure:
-    """A constrained-layout Figure for a nrows x ncols grid of panels of image ``shape`` (H, W, ...); ``pad`` = extra (width, height) inches."""
+class PlainTextFigure(Figure):
+    """A Figure that draws every text as written: labels, captions and titles are user text, so
+    "$x^$" must not reach matplotlib's mathtext parser (it would raise) and "$\\alpha$" must not
+    become a Greek letter. Before each draw (show, savefig, PNG for notebooks), every Text in
+    the figure is set to ``parse_math=False`` and ``usetex=False``; ``get_text()`` stays the user's string.
+    """
+
+    def draw(self, renderer) -> None:
+        plain_text(self)
+        super().draw(renderer)
+
+
+def plain_text(fig: Figure) -> Figure:
+    """Turn off mathtext and TeX for every Text already in ``fig`` (titles, legends, labels); returns ``fig``."""
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
+        text.set_usetex(False)
+    return fig
+
+
+def plain_figure(**kwargs) -> PlainTextFigure:
+    """A :class:`PlainTextFigure` (kwargs as for matplotlib's Figure), shown inline in notebooks."""
     register_notebook_display()
+    return PlainTextFigure(**kwargs)
+
+
+def new_figure(nrows: int, ncols: int, shape: tuple[int, ...], panel_inches: float, pad: tuple[float, float] = (1.0, 0.6)) -> Figure:
+    """A constrained-layout figure for a nrows x ncols grid of panels of image ``shape`` (H, W, ...); ``pad`` = extra (width, height) inches.
+
+    Its texts are drawn as written (:class:`PlainTextFigure`).
+    """
     aspect = shape[0] / shape[1]
-    return Figure(figsize=(ncols * panel_inches + pad[0], nrows * panel_inches * aspect + pad[1]), layout="constrained")
+    return plain_figure(figsize=(ncols * panel_inches + pad[0], nrows * panel_inches * aspect + pad[1]),
+                        layout="constrained")
 
 # Display names of the dense methods (docs/algorithms.md#dense-methods), for titles, legends and selectors.
 METHOD_NAMES = {"raw": "raw CLIP", "clip_surgery": "CLIP Surgery", "maskclip": "MaskCLIP", "sclip": "SCLIP",

@@ -18,7 +18,7 @@ from matplotlib.offsetbox import AnchoredOffsetbox, HPacker, TextArea, VPacker
 
 from ..engine.attribution import RegionRanking, TokenAttribution
 from ..engine.maps import overlay
-from .style import TOP_COLORS
+from .style import TOP_COLORS, plain_figure
 
 MARKINGS = ("top3", "scale")
 
@@ -99,7 +99,7 @@ def token_figure(
     layouts = [_caption_lines(a, chars_per_line) for _, a in items]
     text_inches = max(len(lines) for lines in layouts) * fontsize * 1.9 / 72 + 0.1
     aspect = max(rgb.shape[0] / rgb.shape[1] for rgb, _ in items)
-    fig = Figure(figsize=(ncols * panel_inches, nrows * (panel_inches * aspect + text_inches + 0.25)),
+    fig = plain_figure(figsize=(ncols * panel_inches, nrows * (panel_inches * aspect + text_inches + 0.25)),
                  layout="constrained")
     subfigs = np.atleast_1d(fig.subfigures(nrows, ncols, squeeze=False)).reshape(nrows, ncols)
     for index, sub in enumerate(subfigs.flat):

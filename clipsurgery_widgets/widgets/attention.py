@@ -16,16 +16,8 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 
-from ..engine.attention import (
-    ALL_QUERIES,
-    GLOBAL,
-    AttentionCapture,
-    AttentionRows,
-    AttentionStats,
-    Query,
-    attention_layout,
-    capture_image_attention,
-)
+from ..engine.attention import (ALL_QUERIES, GLOBAL, AttentionCapture, AttentionRows, AttentionStats, Query,
+                                attention_layout, capture_image_attention)
 from ..engine.cache import LRUCache, content_hash
 from ..engine.errors import ClipSurgeryError
 from ..engine.regions import patch_at

@@ -15,14 +15,8 @@ import numpy as np
 from ..engine.attention import KIND_LABELS, KINDS, AttentionRows, Query
 from ..engine.cache import LRUCache, content_hash
 from ..engine.errors import ClipSurgeryError
-from ..engine.method_rows import (
-    KIND_METHODS,
-    METHOD_KINDS,
-    KindAttention,
-    KindRow,
-    image_kind_attention,
-    is_capture_kind,
-)
+from ..engine.method_rows import (KIND_METHODS, METHOD_KINDS, KindAttention, KindRow, image_kind_attention,
+                                  is_capture_kind)
 from ..figures import attention as figures_attention
 from ..figures.style import method_name
 

@@ -15,16 +15,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from ..engine.attention import (
-    GLOBAL,
-    KINDS,
-    STAT_NAMES,
-    STAT_TITLES,
-    AttentionRows,
-    AttentionStats,
-    Query,
-    cell_box,
-)
+from ..engine.attention import (GLOBAL, KINDS, STAT_NAMES, STAT_TITLES, AttentionRows, AttentionStats, Query, cell_box)
 from ..engine.method_rows import KIND_METHODS, KindRow
 from ..figures.attention import head_text, kind_title, panel_title, query_text
 from ..figures.style import method_name

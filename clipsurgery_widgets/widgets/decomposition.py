@@ -21,25 +21,10 @@ from ..engine.errors import ClipSurgeryError
 from ..engine.regions import display_step
 from ..figures import decomposition as figures_decomposition
 from .base import ExplorerWidget
-from .decomposition_controls import (
-    build_controls,
-    control_rows,
-    image_options,
-    link_controls,
-    on_click,
-    replace_options,
-)
+from .decomposition_controls import (build_controls, control_rows, image_options, link_controls, on_click,
+                                     replace_options)
 from .decomposition_view import DecompositionView
-from .state import (
-    Choice,
-    Integer,
-    InvalidStateError,
-    LabelList,
-    Number,
-    OneOf,
-    Text,
-    invalid,
-)
+from .state import (Choice, Integer, InvalidStateError, LabelList, Number, OneOf, Text, invalid)
 
 
 class DecompositionExplorer(ExplorerWidget):

@@ -20,15 +20,8 @@ from ..figures.segmentation import class_map_figure
 from ..figures.style import method_name
 from .base import ExplorerWidget
 from .heatmap_controls import build_controls, control_rows, format_size, link_controls
-from .heatmap_plan import (
-    COMPARED_METHODS,
-    DEFAULT_COMPARED,
-    DEFAULT_COMPARED_RESNET,
-    Plan,
-    Style,
-    methods_needed,
-    panel_plan,
-)
+from .heatmap_plan import (COMPARED_METHODS, DEFAULT_COMPARED, DEFAULT_COMPARED_RESNET, Plan, Style, methods_needed,
+                           panel_plan)
 from .heatmap_state import HeatmapSettings
 from .heatmap_view import HeatmapView, has_maps, method_maps
 
@@ -273,7 +266,7 @@ class HeatmapExplorer(ExplorerWidget, HeatmapSettings):
         row, col = patch_at(e.image_size, e.grid, x, y)
         maps = method_maps(e, method)
         return dict(x=x, y=y, row=row, col=col, method=method, scores=maps.patch_scores[row * e.grid[1] + col].tolist(),
-                    normalised=maps.maps[:, int(round(y)), int(round(x))].tolist())
+                    normalised=maps.values_at(int(round(y)), int(round(x))).tolist())
 
     def _select(self, panel: int, x: float, y: float) -> None:
         """The clicked point (x, y) of ``panel``: marker there, every label's score at its patch."""

@@ -15,17 +15,7 @@ from matplotlib import colormaps
 from ..engine.explainer import REDUNDANCY_MODES
 from ..figures.style import method_name
 from .heatmap_plan import METHOD_CHOICES, RESNET_CHOICES, VIEWS
-from .state import (
-    Choice,
-    InputSize,
-    Integer,
-    LabelList,
-    Number,
-    OneOf,
-    OptionalNumber,
-    Text,
-    invalid,
-)
+from .state import (Choice, InputSize, Integer, LabelList, Number, OneOf, OptionalNumber, Text, invalid)
 
 
 class HeatmapSettings(traitlets.HasTraits):

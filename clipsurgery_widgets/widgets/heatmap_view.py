@@ -19,16 +19,8 @@ from ..engine.errors import ClipSurgeryError
 from ..engine.regions import display_step, normalised_patch_grid, region_outline
 from ..figures.style import label_colors, method_name
 from .heatmap_plan import COMPARED_METHODS, VIEWS, Panel, Plan, Style, panel_plan
-from .plotting import (
-    HEAT_TRACE,
-    OUTLINE_TRACE,
-    PanelFigure,
-    bar_figure,
-    discrete_colorscale,
-    plotly_colorscale,
-    plotly_text,
-    subsample,
-)
+from .plotting import (HEAT_TRACE, OUTLINE_TRACE, PanelFigure, bar_figure, discrete_colorscale, plotly_colorscale,
+                       plotly_text, subsample)
 
 __all__ = ["HeatmapView", "VIEWS", "COMPARED_METHODS", "Panel", "Plan", "Style", "panel_plan", "method_maps",
            "has_maps", "method_title"]
@@ -193,7 +185,7 @@ class HeatmapView:
         panels.set_patch_heat(index, (key, panel.method, panel.label), self._grids(e, key, panel.method)[t],
                               e.image_size, customdata=maps.patch_scores[:, t].reshape(e.grid), hovertemplate=hover)
         panels.set_style(index, plotly_colorscale(style.cmap), style.opacity, showscale=showscale, bar_px=bar_px)
-        panels.set_outline(index, region_outline(maps.maps[t], style.threshold) if style.threshold else [])
+        panels.set_outline(index, region_outline(maps.map_at(t), style.threshold) if style.threshold else [])
 
     def _grids(self, e: Any, key: object, method: str) -> np.ndarray:
         """The normalised patch grids [T, gh, gw] of ``method``, made once per explanation by the engine."""

@@ -26,16 +26,7 @@ from .base import ExplorerWidget
 from .sam_controls import EmbeddingLine, arrange, build_controls
 from .sam_editing import NO_POINTS, SamPrompts
 from .sam_view import IMG_MASK, SamView  # noqa: F401  (IMG_MASK: for the end-to-end test)
-from .state import (
-    Choice,
-    Flag,
-    InputSize,
-    Integer,
-    InvalidStateError,
-    Number,
-    Text,
-    link_control,
-)
+from .state import (Choice, Flag, InputSize, Integer, InvalidStateError, Number, Text, link_control)
 
 
 class _Superseded(ClipSurgeryError):
@@ -156,7 +147,7 @@ class SamWidget(SamPrompts, ExplorerWidget):
     @property
     def heat(self) -> np.ndarray | None:
         """The text's CLIP Surgery map, float32 [H, W] in [0, 1], or None."""
-        return None if self._explanation is None else self._explanation.maps[0]
+        return None if self._explanation is None else self._explanation.mapset().map_at(0)
 
     @property
     def auto_points(self) -> tuple[np.ndarray, np.ndarray]:

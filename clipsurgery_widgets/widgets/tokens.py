@@ -16,28 +16,13 @@ import numpy as np
 import traitlets
 from matplotlib import colormaps
 
-from ..engine.attribution import (
-    SCORE_SOURCES,
-    RegionRanking,
-    TokenAttribution,
-    token_attributions,
-)
+from ..engine.attribution import (SCORE_SOURCES, RegionRanking, TokenAttribution, token_attributions)
 from ..engine.explainer import Explainer
 from ..figures.style import DEFAULT_CMAP, DEFAULT_OPACITY
 from ..figures.tokens import MARKINGS, token_figure
 from .base import ExplorerWidget
 from .jobs import Job
-from .state import (
-    Choice,
-    Flag,
-    InputSize,
-    Integer,
-    InvalidStateError,
-    Number,
-    Text,
-    invalid,
-    link_control,
-)
+from .state import (Choice, Flag, InputSize, Integer, InvalidStateError, Number, Text, invalid, link_control)
 from .tokens_controls import arrange, build_controls, offer, size_label
 from .tokens_view import TokenView, heat_title
 

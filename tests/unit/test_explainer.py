@@ -198,7 +198,7 @@ def test_every_method_name_and_one_pass_for_several(explainer, photo, monkeypatc
     result = explainer.explain(photo, ["cat", "dog"], method="sclip", methods=["naclip", "gem", "raw", "maskclip"])
     assert len(calls) == 1 and {m for m, _ in calls[0]} == {"sclip", "naclip", "gem", "maskclip"}
     assert list(result.by_method) == ["sclip", "naclip", "gem", "raw", "maskclip"]
-    assert result.method == "sclip" and result.maps is result.by_method["sclip"].maps
+    assert result.method == "sclip" and result.mapset() is result.by_method["sclip"] and np.array_equal(result.maps, result.by_method["sclip"].maps)
     # each method's maps equal that method alone, computed here from encode_dense and cosines
     rgb = explainer.prepare_image(photo)
     pixels = preprocess(rgb, (224, 224), explainer.model.mean, explainer.model.std, explainer.model.patch_size)

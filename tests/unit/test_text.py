@@ -152,7 +152,7 @@ def test_long_label_is_truncated_with_a_warning_naming_it(vit):
     with pytest.warns(UserWarning, match="truncated") as record:
         feats = encode_texts(vit, None, ["dog", long_label], templates=TEMPLATES[:4])
     message = " ".join(str(w.message) for w in record)
-    assert long_label in message and "'dog'" not in message
+    assert long_label[:40] in message and long_label not in message and "'dog'" not in message
     torch.testing.assert_close(feats, reference_ensemble(vit.model, vit.tokenizer, ["dog", long_label],
                                                          TEMPLATES[:4]), atol=1e-5, rtol=0)
 

@@ -3,21 +3,10 @@
 ablation (`ablation`) and the session that keeps an image set's results for interactive questions
 (`session`). See docs/algorithms.md#text-based-decomposition.
 """
-from .ablation import (
-           Ablation,
-           DecompositionInputError,
-           evaluate_ablation,
-           folder_ablation,
-           labelled_folder,
-           zero_shot_accuracy,
-)
+from .ablation import (Ablation, DecompositionInputError, evaluate_ablation, folder_ablation, labelled_folder,
+                       zero_shot_accuracy)
 from .dataset_pass import ImageSetTerms, PassInterrupted, decompose_images
-from .session import (
-           DecompositionNotReady,
-           DecompositionSession,
-           ImageContributions,
-           Prediction,
-)
+from .session import (DecompositionNotReady, DecompositionSession, ImageContributions, Prediction)
 from .terms import Decomposition, decompose, spatial_maps
 from .textspan import load_text_pool, text_span, text_span_heads
 

@@ -2,7 +2,8 @@
 
 Each image's per-head terms (summed over positions: L * H * D floats, 0.3 MB for ViT-B/16) are
 written to ``<cache>/decomposition/<model>/<image>.npz`` as soon as they are computed, keyed by
-the image's pixels, the input size and the model fingerprint. An interrupted pass (Ctrl-C, a
+the image's pixels, the input size and the model fingerprint (checked against in-place weight
+changes); a damaged or foreign file is deleted and recomputed. An interrupted pass (Ctrl-C, a
 closed widget, an error) therefore resumes where it stopped, and gives bitwise the same result as
 an uninterrupted one: every image is computed alone, so batching never changes the arithmetic.
 """
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..cache import content_hash, default_cache_dir
+from ..cache import (content_hash, default_cache_dir, npz_bytes, read_cache_file, write_cache_file)
 from ..errors import ClipSurgeryError
 from ..images import check_input_size, load_image, preprocess
 from ..loading import LoadedModel, wrap_model
@@ -88,7 +89,9 @@ def decompose_images(model: Any, images: Iterable[Any], size: int | tuple[int, i
     loaded = _loaded(model)
     visual = vision_tower(loaded)
     hw = check_input_size(size if size is not None else tuple(visual.image_size), loaded.patch_size)
-    folder = _folder(cache_dir, loaded.fingerprint)
+    fingerprint, signature = loaded.watch.snapshot()
+    folder = _folder(cache_dir, fingerprint)
+    shapes = _term_shapes(visual)
     total = len(images) if hasattr(images, "__len__") else None
     should_stop = stop.is_set if isinstance(stop, threading.Event) else stop
     results: list[dict[str, np.ndarray]] = []
@@ -100,13 +103,13 @@ def decompose_images(model: Any, images: Iterable[Any], size: int | tuple[int, i
                 raise PassInterrupted(f"Stopped after {len(results)} of {total or 'the'} images; their results are "
                                       f"saved, so running the same pass again resumes from there.")
             rgb = image if _is_rgb(image) else load_image(image)
-            key = content_hash(rgb, hw, loaded.fingerprint, FORMAT_VERSION)
-            saved = _read(folder / f"{key}.npz") if folder else None
+            key = content_hash(rgb, hw, fingerprint, FORMAT_VERSION)
+            saved = read_cache_file(folder / f"{key}.npz", shapes) if folder else None  # validated
             if saved is None:
                 with lock if lock is not None else nullcontext():
                     saved = _compute(loaded, rgb, hw)
-                if folder:
-                    _write(folder / f"{key}.npz", saved)
+                if folder and loaded.watch.unchanged(signature):  # never under another weights' key
+                    write_cache_file(folder / f"{key}.npz", npz_bytes(saved), folder.parents[1])
             results.append(saved)
             keys.append(key)
             bar.update(1)
@@ -143,24 +146,11 @@ def _folder(cache_dir: str | os.PathLike | bool | None, fingerprint: str) -> Pat
     return root / "decomposition" / content_hash(fingerprint)
 
 
-def _read(path: Path) -> dict[str, np.ndarray] | None:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in ("attn", "mlp", "norm")}
-    except (OSError, ValueError, KeyError):
-        return None  # missing or damaged: recompute
-
-
-def _write(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Atomic write: an interruption never leaves a half-written file that a resume would trust."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only or full disk only costs the resume, not the pass
+def _term_shapes(visual: Any) -> dict[str, tuple[int, ...]]:
+    """Shapes of one image's saved terms: attn [L, H, D], mlp [L + 1, D], norm []."""
+    blocks = visual.transformer.resblocks
+    width = int(visual.output_dim)
+    return {"attn": (len(blocks), int(blocks[0].attn.num_heads), width), "mlp": (len(blocks) + 1, width), "norm": ()}
 
 
 def _is_rgb(image: object) -> bool:

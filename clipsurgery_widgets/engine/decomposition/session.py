@@ -29,17 +29,8 @@ from ..images import preprocess
 from ..text.encoding import TEMPLATES
 from ..text.labels import parse_labels
 from ..towers.vit import num_blocks
-from .ablation import (
-    IMAGE_SUFFIXES,
-    Ablation,
-    AblationResult,
-    DecompositionInputError,
-    MeanTerms,
-    ablated_embeddings,
-    evaluate_ablation,
-    mean_terms,
-    zero_shot_probs,
-)
+from .ablation import (IMAGE_SUFFIXES, Ablation, AblationResult, DecompositionInputError, MeanTerms,
+                       ablated_embeddings, evaluate_ablation, mean_terms, zero_shot_probs)
 from .dataset_pass import ImageSetTerms, decompose_images
 from .terms import Decomposition, decompose, spatial_maps, vision_tower
 from .textspan import encode_text_pool, text_pool, text_span

@@ -67,16 +67,21 @@ def encode_text_pool(model: Any, texts: Sequence[str], chunk: int = 256, progres
         raise TextInputError("No texts to encode: pass a list of descriptions (or load_text_pool()).")
     store = None if cache_dir is False else FeatureStore(default_cache_dir() if cache_dir in (None, True)
                                                          else cache_dir)
-    namespace, key = content_hash(getattr(loaded, "fingerprint", None), "text-pool"), content_hash(tuple(texts))
-    if store is not None and getattr(loaded, "fingerprint", None) is not None:
-        saved = store.get(namespace, key)
-        if saved is not None and saved.shape[0] == len(texts):
+    watch = getattr(loaded, "watch", None)  # a LoadedModel's fingerprint, checked against in-place changes
+    if watch is None:
+        store = None
+    else:
+        fingerprint, signature = watch.snapshot()
+        namespace, key = content_hash(fingerprint, "text-pool"), content_hash(tuple(texts))
+    if store is not None:
+        saved = store.get(namespace, key, (len(texts), loaded.text_dim))  # validated; a bad file is recomputed
+        if saved is not None:
             return torch.from_numpy(saved)
     feats = []
     for start in tqdm(range(0, len(texts), chunk), desc="Encoding texts", unit="chunk", disable=not progress):
         feats.append(encode_texts(loaded, None, texts[start:start + chunk], templates=None).float().cpu())
     out = torch.cat(feats)
-    if store is not None and getattr(loaded, "fingerprint", None) is not None:
+    if store is not None and watch.unchanged(signature):
         store.put(namespace, key, out.numpy())
     return out
 

@@ -138,10 +138,13 @@ def _resolve(model_type_or_url: str) -> tuple[str, str | None]:
 
 
 def _filename(url: str) -> str:
-    name = Path(urllib.parse.urlparse(url).path).name
-    if not name:
-        raise ValueError(f"Cannot tell a file name from the URL {url!r}.")
-    return name
+    """The last path segment of the URL as a plain file name ("", "." and ".." are not file names)."""
+    segment = urllib.parse.urlparse(url).path.rsplit("/", 1)[-1]
+    decoded = urllib.parse.unquote(segment)
+    if decoded in ("", ".", "..") or any(c in decoded for c in ("/", "\\", "\x00")):
+        raise ValueError(f"Cannot tell a file name from the URL {url!r}: it must end in the checkpoint's file "
+                         f"name, e.g. https://host/path/sam_vit_b_01ec64.pth.")
+    return segment
 
 
 def _manual_hint(url: str, dest: Path) -> str:

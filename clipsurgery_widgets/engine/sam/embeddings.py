@@ -1,14 +1,18 @@
 """SAM image embeddings: computing one (with progress per encoder block) and caching them.
 
 The cache keeps the most recently used embeddings in memory and, with a ``cache_dir``, one
-``.pt`` file per image and model weights on disk (written atomically, ignored when unreadable or
-made by other weights). Keys hash the image content, its shape and the weights' fingerprint.
+``.pt`` file per image and model weights on disk (written atomically and durably; validated when
+read, and deleted and recomputed when damaged; an unwritable folder warns once and is skipped). Keys hash the image content, its shape and the weights' fingerprint.
 """
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
+import math
 import os
 import threading
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cache import write_cache_file
+from ..checkpoints import first_line
+
+log = logging.getLogger("clipsurgery_widgets")
 Progress = Callable[[float, str], None]  # progress(fraction in [0, 1], message)
 
 _DISK_FORMAT = 1
+_METADATA_BYTES = 64 * 1024  # the pickle and bookkeeping records next to the features
 
 
 @dataclass(frozen=True)
@@ -120,29 +129,40 @@ class EmbeddingCache:
         path = self._disk_path(key)
         if path is None or not path.is_file():
             return None
+        encoder = self.sam.prompt_encoder
+        expected = (1, encoder.embed_dim, *encoder.image_embedding_size)
         try:
-            data = torch.load(path, map_location=self.sam.device, weights_only=True)
+            # Sizes come from the zip directory before anything is unpickled or allocated.
+            with zipfile.ZipFile(path) as zf:
+                total = sum(info.file_size for info in zf.infolist())
+            if total > 4 * math.prod(expected) + _METADATA_BYTES:
+                raise ValueError(f"it holds {total} bytes, more than an embedding of shape {expected}")
+            data = torch.load(path, map_location="cpu", weights_only=True)
             features = data["features"]
-            encoder = self.sam.prompt_encoder
-            expected = (1, encoder.embed_dim, *encoder.image_embedding_size)
-            if data.get("format") != _DISK_FORMAT or data.get("fingerprint") != fingerprint or \
-                    tuple(features.shape) != expected:
-                return None
-            return Embedding(features, tuple(int(v) for v in data["original_size"]),
-                             tuple(int(v) for v in data["input_size"]))
-        except Exception:  # unreadable or foreign file: recompute (and overwrite it)
+            if data.get("format") != _DISK_FORMAT or data.get("fingerprint") != fingerprint:
+                return None  # another format or other weights (a key collision): recompute, overwrite
+            if not isinstance(features, torch.Tensor) or tuple(features.shape) != expected or \
+                    features.dtype != torch.float32 or not bool(torch.isfinite(features).all()):
+                raise ValueError(f"its features are not finite float32 {expected}")
+            sizes = [tuple(int(v) for v in data[name]) for name in ("original_size", "input_size")]
+            if any(len(size) != 2 or min(size) < 1 for size in sizes):
+                raise ValueError("its image sizes are invalid")
+            return Embedding(features.to(self.sam.device), sizes[0], sizes[1])
+        except Exception as exc:  # unreadable or damaged: delete, say so once, recompute
+            log.warning("Ignoring a damaged SAM embedding cache file %s (%s); it is deleted and recomputed.",
+                        path, first_line(exc))
+            path.unlink(missing_ok=True)
             return None
 
     def _store_on_disk(self, key: str, embedding: Embedding, fingerprint: str) -> None:
         path = self._disk_path(key)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        buffer = io.BytesIO()  # serialise in memory: only the file write can fail, with an OSError
         torch.save({"format": _DISK_FORMAT, "fingerprint": fingerprint,
                     "features": embedding.features.detach().cpu(),
-                    "original_size": list(embedding.original_size), "input_size": list(embedding.input_size)}, tmp)
-        os.replace(tmp, path)  # atomic: readers never see a half-written file
+                    "original_size": list(embedding.original_size), "input_size": list(embedding.input_size)}, buffer)
+        write_cache_file(path, buffer.getvalue(), self.cache_dir)  # atomic, durable; unwritable: warns once
 
 
 def install_embedding(predictor, embedding: Embedding) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,21 +53,70 @@ def mask_to_rle(mask: Any) -> dict:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
-def rle_to_mask(rle: dict) -> np.ndarray:
-    """Decode a COCO RLE (compressed ``counts`` as str or bytes) -> bool [H, W]."""
-    from pycocotools import mask as coco_mask
+def rle_to_mask(rle: dict, max_pixels: int | None = 64_000_000) -> np.ndarray:
+    """Decode a COCO RLE -> bool [H, W].
 
+    ``counts`` is COCO's compressed string (str or bytes) or a list of run lengths (uncompressed
+    RLE), runs alternating background/mask in column-major order, starting with background. The
+    runs must cover the H x W pixels exactly; anything else is a ValueError naming the problem.
+    Masks over ``max_pixels`` are refused (a short string can describe a huge mask).
+    """
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise ValueError("An RLE must be a dict with 'size' [H, W] and 'counts'.")
+    size = rle["size"]
+    if not (isinstance(size, (list, tuple)) and len(size) == 2
+            and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in size)):
+        raise ValueError(f"RLE size must be [H, W] with two non-negative integers, not {size!r}.")
+    h, w = int(size[0]), int(size[1])
+    if max_pixels is not None and h * w > max_pixels:
+        raise ValueError(f"RLE size {h}x{w} is over the limit of {max_pixels:,} pixels; pass max_pixels=None "
+                         f"(or a larger limit) if you mean it.")
     counts = rle["counts"]
-    if isinstance(counts, list):  # uncompressed RLE: convert first
-        rle = coco_mask.frPyObjects(rle, *rle["size"])
-    elif isinstance(counts, str):
-        rle = {"size": list(rle["size"]), "counts": counts.encode("ascii")}
-    with warnings.catch_warnings():
-        # pycocotools' decoder trips numpy 2's __array__(copy=...) deprecation; the output is right.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return coco_mask.decode(rle).astype(bool)
+    if isinstance(counts, (list, tuple)):
+        if not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise ValueError("Uncompressed RLE counts must be non-negative integers.")
+        runs = [int(c) for c in counts]
+    elif isinstance(counts, (str, bytes)):
+        runs = _decode_coco_counts(counts)
+    else:
+        raise ValueError(f"RLE counts must be a COCO string or a list of run lengths, not {type(counts).__name__}.")
+    if sum(runs) != h * w:
+        raise ValueError(f"RLE counts cover {sum(runs)} pixels but size {h}x{w} has {h * w}: the counts do not "
+                         f"belong to this size (or are damaged).")
+    values = np.arange(len(runs)) % 2 == 1  # runs alternate background, mask, background, ...
+    return np.repeat(values, runs).reshape(w, h).T.copy()
+
+
+def _decode_coco_counts(counts: str | bytes) -> list[int]:
+    """COCO's compressed counts: 5-bit groups (offset by '0'), continuation bit 0x20, sign bit 0x10 on
+    the last group; from the third run on, each value is stored as a difference to the run two back."""
+    if isinstance(counts, str):
+        try:
+            counts = counts.encode("ascii")
+        except UnicodeEncodeError:
+            raise ValueError("RLE counts must be ASCII (COCO's compressed string uses characters '0' to 'o').") from None
+    runs: list[int] = []
+    value = shift = 0
+    for i, char in enumerate(counts):
+        code = char - 48
+        if not 0 <= code < 64:
+            raise ValueError(f"RLE counts hold {chr(char)!r} at position {i}; COCO's compressed string uses "
+                             f"characters '0' to 'o'.")
+        value |= (code & 0x1F) << shift
+        shift += 5
+        if code & 0x20:
+            continue
+        if code & 0x10:
+            value -= 1 << shift  # negative: sign-extend
+        if len(runs) > 2:
+            value += runs[-2]
+        if value < 0:
+            raise ValueError(f"RLE counts decode to a negative run length at position {i} (damaged counts).")
+        runs.append(value)
+        value = shift = 0
+    if shift:
+        raise ValueError("RLE counts end in the middle of a number (truncated counts).")
+    return runs
 
 
 # --- polygons -----------------------------------------------------------------------------------

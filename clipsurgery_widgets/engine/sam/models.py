@@ -57,12 +57,14 @@ def load_sam_checkpoint(path: str | os.PathLike, model_type: str | None = None, 
     ``model_type`` None infers the size from the weights; a type that does not match the file is
     an error. ``trust_checkpoint`` reads with ``weights_only=False`` (only for files you trust).
     """
-    from ..checkpoints import read_checkpoint
+    from ..checkpoints import check_checkpoint_path, read_checkpoint
 
     path = Path(path).expanduser()
     if model_type is not None and model_type not in SAM_ARCHITECTURES:
         raise UnsupportedModelError(f"Unknown SAM model_type {model_type!r}: choose one of "
                                     f"{', '.join(SAM_ARCHITECTURES)} (or None to infer it from the file).")
+    if path.is_dir():
+        check_checkpoint_path(path)  # says it is a folder, not "not found"
     if not path.is_file():
         raise CheckpointError(f"SAM checkpoint not found: {path}. Check the path, or download the official weights "
                               f"with SamRefiner.from_pretrained({model_type or 'vit_b'!r}).")

@@ -27,14 +27,7 @@ import numpy as np
 from torch import nn
 
 from ..images import load_image
-from .embeddings import (
-    Embedding,
-    EmbeddingCache,
-    Progress,
-    compute_embedding,
-    embedding_key,
-    install_embedding,
-)
+from .embeddings import (Embedding, EmbeddingCache, Progress, compute_embedding, embedding_key, install_embedding)
 from .instances import InstanceMasks, InstancePrompt, instance_prompts
 from .loader import (  # noqa: F401  (re-exported)
     DEFAULT_SAM_SPEC,

@@ -12,13 +12,7 @@ separate modules so each step of docs/algorithms.md#segmentation-inference has o
 - `inference`: `segment`, `class_features` (cache text features across images), `Segmentation`.
 """
 from .classes import BENCHMARKS, benchmark_classes, parse_class_names, read_class_file
-from .inference import (
-    SEGMENTATION_TEMPLATES,
-    ClassFeatures,
-    Segmentation,
-    class_features,
-    segment,
-)
+from .inference import (SEGMENTATION_TEMPLATES, ClassFeatures, Segmentation, class_features, segment)
 from .pamr import pamr
 
 __all__ = [

@@ -8,14 +8,14 @@ context to float precision, several times faster for short prompts.
 """
 from __future__ import annotations
 
-import warnings
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import TextInputError, UnsupportedModelError
+from ..notices import quote, warn_user
 
 # The 80 OpenAI ImageNet prompt templates (Radford et al., CLIP), in their published order.
 OPENAI_IMAGENET_TEMPLATES: tuple[str, ...] = (
@@ -160,11 +160,10 @@ def encode_texts(
             feats = encode_tokens(clip, tokens.to(device)).float()
             sums.index_add_(0, torch.as_tensor(label_index, device=device), F.normalize(feats, dim=-1))
     if truncated:
-        names = [repr(labels[i]) for i in sorted(truncated)]
-        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-        warnings.warn(
-            f"Label(s) {shown}: prompts exceed the {_context_length(clip)}-token text context and were "
-            f"truncated; shorten the label to use all of it.", stacklevel=2)
+        names = [quote(labels[i]) for i in sorted(truncated)]  # long labels quoted to ~60 characters
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        warn_user(f"Label(s) {shown}: prompts exceed the {_context_length(clip)}-token text context and were "
+                  f"truncated; shorten the label to use all of it.")
     return F.normalize(sums, dim=-1)
 
 
@@ -215,6 +214,11 @@ def _check_labels(labels: Sequence[str]) -> list[str]:
     if bad:
         raise TextInputError(f"Labels must be strings; got {bad[0]!r} ({type(bad[0]).__name__}).")
     return labels
+
+
+def check_templates(templates: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Templates as a tuple, read once (a generator works), each with its "{}"; None -> ("{}",)."""
+    return _check_templates(templates)
 
 
 def _check_templates(templates: Sequence[str] | str | None) -> tuple[str, ...]:

@@ -20,35 +20,11 @@ from torch import nn
 
 from ..errors import UnsupportedModelError
 from ..results import ImageTokens
-from .ops import (
-    attention_weights,
-    check_pixels,
-    merge_heads,
-    resized_pos_embed,
-    split_heads,
-    split_heads_qkv,
-)
-from .resnet import (
-    RESNET_MODES,
-    attnpool_qkv,
-    check_resnet_mode,
-    resnet_features,
-    resnet_pool_tokens,
-    resnet_tokens,
-    vv_attention,
-)
-from .vit import (
-    VitStream,
-    check_depth,
-    check_vit,
-    dual_path_block,
-    num_blocks,
-    project_tokens,
-    run_block,
-    vit_embed,
-    vit_stream,
-    vit_tokens,
-)
+from .ops import (attention_weights, check_pixels, merge_heads, resized_pos_embed, split_heads, split_heads_qkv)
+from .resnet import (RESNET_MODES, attnpool_qkv, check_resnet_mode, resnet_features, resnet_pool_tokens,
+                     resnet_tokens, vv_attention)
+from .vit import (VitStream, check_depth, check_vit, dual_path_block, num_blocks, project_tokens, run_block,
+                  vit_embed, vit_stream, vit_tokens)
 
 __all__ = [
     "encode_image_tokens", "image_tower", "RESNET_MODES",

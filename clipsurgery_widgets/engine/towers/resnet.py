@@ -10,13 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import (
-    RESNET_STRIDE,
-    check_pixels,
-    merge_heads,
-    resized_pos_embed,
-    split_heads,
-)
+from .ops import (RESNET_STRIDE, check_pixels, merge_heads, resized_pos_embed, split_heads)
 
 RESNET_MODES = ("repo", "paper")
 # "paper" mode (docs/algorithms.md#architecture-surgery-resnet): cosine queries/keys with an 8x larger scale, as the authors' ResNet setting.
