@@ -31,7 +31,10 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--split", help="split to read (default: the benchmark's validation split)")
     ev.add_argument("--classes", metavar="FILE", help="class file instead of the shipped list (generic: "
                                                       "default ROOT/classes.txt)")
-    ev.add_argument("--method", default="sclip", help="methods, comma-separated, e.g. raw,sclip,naclip (default sclip)")
+    ev.add_argument("--method", default=None,
+                    help="methods, comma-separated, e.g. raw,sclip,naclip (default: the task's own: sclip for seg and "
+                         "explain, cosine and feature_surgery for multilabel, decomposition and clip_surgery for "
+                         "imagenet_seg, the standard ablations for ablation)")
     add_model_options(ev)
     ev.add_argument("--limit", type=int, help="evaluate only the first N items (deterministic order)")
     ev.add_argument("--out", default="results", help="results folder; rerun with the same one to resume "
@@ -48,6 +51,16 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     seg.add_argument("--prob-thd", type=float, help="below this probability a pixel is class 0")
     seg.add_argument("--area-thd", metavar="F|none", help="drop classes winning at most this pixel share; none = off")
     seg.add_argument("--pamr", type=int, metavar="N", help="PAMR refinement steps (0 = off)")
+    other = ev.add_argument_group("settings of the other tasks")
+    other.add_argument("--feature-surgery", choices=("default", "on", "off"), default="default",
+                       help="explain / imagenet_seg maps: feature surgery as the method's default, on or off")
+    other.add_argument("--no-skip-background", action="store_true",
+                       help="explain: also score the background class of voc21, context60 and coco_object")
+    other.add_argument("--labels", metavar="FILE", help="imagenet_seg: candidate labels, one per line "
+                                                       "(default: the 1000 ImageNet class names)")
+    other.add_argument("--at-original-size", action="store_true",
+                       help="imagenet_seg: compare maps and masks at the image's own size, not the input size")
+    other.add_argument("--max-per-class", type=int, metavar="N", help="ablation: at most N images per class")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="any other task setting, e.g. --set feature_surgery=true (repeatable)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -65,6 +78,16 @@ def task_settings(args: argparse.Namespace) -> dict[str, Any]:
             settings[key] = value
     if args.area_thd is not None:
         settings["area_thd"] = _area(args.area_thd)
+    if args.feature_surgery != "default":
+        settings["feature_surgery"] = args.feature_surgery == "on"
+    if args.no_skip_background:
+        settings["skip_background"] = False
+    if args.labels is not None:
+        settings["labels"] = args.labels
+    if args.at_original_size:
+        settings["at_original_size"] = True
+    if args.max_per_class is not None:
+        settings["max_per_class"] = args.max_per_class
     for item in args.set:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():

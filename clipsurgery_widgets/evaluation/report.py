@@ -60,7 +60,7 @@ def markdown_report(result: EvaluationResult) -> str:
     metrics = result.metric_names()
     model = result.model
     weights = model.get("checkpoint") or model.get("pretrained") or "no pretrained weights"
-    lines = [f"# {result.task} evaluation on {result.dataset}", "",
+    lines = [f"# {result.task} evaluation" + (f" on {result.dataset}" if result.dataset else ""), "",
              f"Model: {model.get('name')} ({weights}"
              f"{', fingerprint ' + model['fingerprint'] if model.get('fingerprint') else ''}). "
              f"Items: {result.evaluated} evaluated, {len(result.skipped)} skipped, {result.items} in total. "

@@ -25,7 +25,7 @@ Progress = Callable[[int, int, str], None]
 
 
 def evaluate(task: str = "seg", dataset: str | None = None, root: str | Path | None = None,
-             methods: str | Sequence[str] = ("sclip",), model: Any = "ViT-B-16", out: str | Path | None = None,
+             methods: str | Sequence[str] | None = None, model: Any = "ViT-B-16", out: str | Path | None = None,
              limit: int | None = None, engine: str = "local", progress: bool | Progress = True, *,
              pretrained: str | None = "openai", checkpoint: str | Path | None = None, device: str | None = None,
              trust_checkpoint: bool = False, workers: int = 2, **settings: Any) -> EvaluationResult:
@@ -35,7 +35,8 @@ def evaluate(task: str = "seg", dataset: str | None = None, root: str | Path | N
         task: "seg" (mIoU), or another registered task (see ``tasks.TASKS``).
         dataset, root: dataset name (voc21, voc20, context60, context59, coco_stuff164k,
             coco_object, cityscapes, ade20k, generic) and the folder users already have.
-        methods: method names, a list or a comma-separated string ("raw,sclip,naclip").
+        methods: method names, a list or a comma-separated string ("raw,sclip,naclip"); None = the
+            task's own default (seg and explain: sclip; multilabel: cosine and feature_surgery; ...).
         model: a model name ("ViT-B-16"; loaded only if items remain) or a loaded model.
         out: results folder (items/, run.json, results.json, per_class.csv, report.md); a rerun
             with the same folder resumes. None: nothing is written, no resume.
@@ -58,7 +59,9 @@ def evaluate(task: str = "seg", dataset: str | None = None, root: str | Path | N
         raise ValueError(f"Unknown engine {engine!r}; use 'local' or 'ray'.")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit={limit!r} is not valid; pass a positive number of items, or None for all.")
-    task_settings = {"dataset": dataset, "root": root, "methods": methods, **settings}
+    task_settings = {"dataset": dataset, "root": root, **settings}
+    if methods is not None:
+        task_settings["methods"] = methods
     job = make_task(task, **task_settings)
     job.check()
     items = job.items()[:limit] if limit else job.items()

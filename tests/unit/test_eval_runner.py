@@ -185,3 +185,17 @@ def test_ray_engine_path_uses_a_picklable_task_factory(tmp_path, voc, tiny_vit, 
     assert isinstance(seen["factory"], TaskFactory) and seen["factory"].model.loaded is not None
     assert seen["factory"].model.name == "tiny-random-vit"
     assert ray_result.methods == _run(voc, tmp_path / "local", tiny_vit).methods
+
+
+def test_cli_task_flags_reach_the_task_settings():
+    from clipsurgery_widgets.cli import build_parser
+    from clipsurgery_widgets.cli.evaluate import task_settings
+
+    args = build_parser().parse_args(["evaluate", "--task", "imagenet_seg", "--root", "x.mat", "--labels", "l.txt",
+                                      "--at-original-size", "--feature-surgery", "off", "--area-thd", "none"])
+    assert args.method is None  # each task keeps its own default methods
+    assert task_settings(args) == {"labels": "l.txt", "at_original_size": True, "feature_surgery": False,
+                                   "area_thd": None}
+    args = build_parser().parse_args(["evaluate", "--task", "explain", "--dataset", "voc21", "--root", "r",
+                                      "--no-skip-background", "--max-per-class", "3"])
+    assert task_settings(args) == {"skip_background": False, "max_per_class": 3}

@@ -128,8 +128,9 @@ def test_multilabel_csv_errors(tmp_path):
         make_task("multilabel", dataset="csv", root=csv_path).check()
     with pytest.raises(ValueError, match="global token"):
         make_task("multilabel", dataset="csv", root=csv_path, methods="raw")
-    assert make_task("multilabel", dataset="csv", root=csv_path, methods=("sclip",)).methods == ["cosine",
-                                                                                                 "feature_surgery"]
+    with pytest.raises(ValueError, match="global token"):  # a dense method given on purpose is an error
+        make_task("multilabel", dataset="csv", root=csv_path, methods=("sclip",))
+    assert make_task("multilabel", dataset="csv", root=csv_path).methods == ["cosine", "feature_surgery"]
     (tmp_path / "photos" / "p0.jpg").unlink()
     csv_path.write_text("image,cat,dog\nphotos/p0.jpg,1,0\nphotos/p1.jpg,0,1\n")
     with pytest.raises(DatasetLayoutError, match="1 of 2 .*first missing: .*p0.jpg; found 1"):

@@ -82,7 +82,7 @@ class AblationTask(Task):
     Args:
         root: folder of class sub-folders; max_per_class: keep the first N images of each class.
         methods (or ablations): ablation names, default none, mlps, attention_early, attention_last4
-            (the runner's segmentation default "sclip" counts as not given).
+            .
         size: model input size (default the model's own); templates: prompts for the class names.
         cache_dir: where decompose_images keeps per-image terms (None: the user cache; False: none).
     """

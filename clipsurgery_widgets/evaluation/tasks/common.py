@@ -19,18 +19,13 @@ def check_unused(task: str, settings: dict[str, Any]) -> None:
         raise ValueError(f"The {task} task does not use the setting(s) {', '.join(given)}; leave them out.")
 
 
-# evaluate()'s and the CLI's default methods (a segmentation default): tasks whose rows are not dense
-# methods (multilabel, ablation) read it as "not given".
-RUNNER_DEFAULT_METHODS = ("sclip",)
-
-
 def given_methods(methods: Sequence[str] | str | None) -> list[str] | None:
-    """The method list as given (a list or "a,b"), or None when absent or the runner's default."""
+    """The method list as given (a list or "a,b"), or None when absent or empty."""
     if methods is None:
         return None
     names = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else [str(m).strip() for m in methods]
     names = [n for n in names if n]
-    return None if tuple(names) == RUNNER_DEFAULT_METHODS or not names else names
+    return names or None
 
 
 def method_names(methods: Sequence[str] | str | None, default: Sequence[str]) -> list[str]:

@@ -53,7 +53,7 @@ class MultiLabelTask(Task):
         dataset: "csv" (also "nuswide"), "voc" or "coco"; root: see the module docstring.
         split: "val" (voc, coco; ignored for csv).
         methods: which score rows to report: "cosine", "feature_surgery" (default both; the runner's
-            segmentation default "sclip" counts as not given).
+            default: both).
         size: model input size (default: the model's native size); templates: prompt templates.
     """
 
