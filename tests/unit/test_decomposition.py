@@ -1,4 +1,4 @@
-"""Text-based decomposition (SPEC 9): terms, spatial maps, resumable image-set passes, mean ablation.
+"""Text-based decomposition (docs/algorithms.md#text-based-decomposition): terms, spatial maps, resumable image-set passes, mean ablation.
 
 References are literal: attention through nn.MultiheadAttention itself, ln_post written out with
 frozen statistics, ablation written as "subtract the term, add its mean".

@@ -88,7 +88,7 @@ def planted_map(grid, centre, amplitude=1.0, width=1.5):
 
 
 def reference_points(scores, grid, size, threshold=0.8):
-    """SPEC 6 written out literally (downsample 2 on an even grid = mean of 2x2 blocks)."""
+    """docs/algorithms.md#points-for-sam written out literally (downsample 2 on an even grid = mean of 2x2 blocks)."""
     gh, gw = grid
     h, w = gh // 2, gw // 2
     cells = scores.reshape(gh, gw).reshape(h, 2, w, 2).mean(axis=(1, 3)).reshape(-1)

@@ -1,4 +1,4 @@
-"""TEXTSPAN (SPEC 9) on planted data, against a literal numpy reference; the text pool and its loader."""
+"""TEXTSPAN (docs/algorithms.md#text-based-decomposition) on planted data, against a literal numpy reference; the text pool and its loader."""
 from __future__ import annotations
 
 import numpy as np
@@ -40,7 +40,7 @@ def planted(seed=0, k=400, stds=(3.0, 2.0, 1.0), noise=0.05, distractors=30):
 
 
 def reference_text_span(c, t, texts, m, rank):
-    """SPEC 9 written literally with numpy: projector V^T (V V^T)^-1 V, centring, greedy removal."""
+    """docs/algorithms.md#text-based-decomposition written literally with numpy: projector V^T (V V^T)^-1 V, centring, greedy removal."""
     c = np.asarray(c, dtype=np.float64)
     t = np.asarray(t, dtype=np.float64)
     v = np.linalg.svd(c, full_matrices=False)[2][:rank]

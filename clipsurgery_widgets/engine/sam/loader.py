@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .refiner import SamRefiner
 
 SAM_ENV = "CLIPSURGERY_SAM"
-DEFAULT_SAM_SPEC = "vit_b"
+DEFAULT_SAM_CHOICE = "vit_b"
 
 
 def refiner_from_checkpoint(cls: type, path: str | os.PathLike, model_type: str | None = None,
@@ -60,7 +60,7 @@ def refiner_from_pretrained(cls: type, model_type: str = "vit_b", cache_dir: str
     return cls.from_checkpoint(path, model_type, device, **kwargs)
 
 
-def load_sam_from_env(default: str = DEFAULT_SAM_SPEC, device: str | torch.device | None = None,
+def load_sam_from_env(default: str = DEFAULT_SAM_CHOICE, device: str | torch.device | None = None,
                       **kwargs: Any) -> "SamRefiner":
     """The SAM named by the ``CLIPSURGERY_SAM`` environment variable (notebooks use this).
 
