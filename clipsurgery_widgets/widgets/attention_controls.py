@@ -10,7 +10,8 @@ from ..engine.attention import KIND_LABELS, KINDS
 from ..engine.method_rows import KIND_METHODS, METHOD_KINDS, is_capture_kind
 from ..figures.attention import kind_title, query_text
 from ..figures.style import MARKER_COLOR, method_name
-from .state import InvalidStateError, link_choice, link_control
+from .base import precision_toggle
+from .state import InvalidStateError, accept, link_choice, link_control, refuse
 
 SIZES = (224, 336, 448, 512)
 CMAPS = ("jet", "viridis", "inferno", "magma", "turbo", "gray")
@@ -70,7 +71,8 @@ def build_controls(explorer: Any) -> dict[str, widgets.Widget]:
 def control_rows(controls: dict[str, widgets.Widget]) -> list[widgets.HBox]:
     """The controls in three wrapping rows: image and model settings, query and display settings, kinds shown."""
     c, wrap = controls, widgets.Layout(flex_flow="row wrap", align_items="center")
-    return [widgets.HBox([c["upload"], c["size"], c["layer"], c["layer_name"], c["head"]], layout=wrap),
+    return [widgets.HBox([c["upload"], c["size"], c["layer"], c["layer_name"], c["head"], precision_toggle(c)],
+                         layout=wrap),
             widgets.HBox([c["global"], c["query_text"], c["radius"], c["cmap"], c["opacity"]], layout=wrap),
             widgets.HBox([c["kinds_label"], c["kinds"], c["all_kinds"]], layout=wrap)]
 
@@ -110,7 +112,9 @@ def link_kinds(explorer: Any, controls: dict[str, widgets.Widget]) -> None:
             explorer.kinds = tuple(kind for kind in METHOD_KINDS if toggles[kind].value)
         except InvalidStateError as exc:  # e.g. the last toggle switched off: put it back, say why
             to_controls()
-            explorer._show_error(exc, "choosing the attention kinds")
+            refuse(explorer, exc, "choosing the attention kinds")
+        else:
+            accept(explorer)
 
     def on_every(button: widgets.Button) -> None:
         explorer.kinds = KINDS if set(explorer.kinds) == set(METHOD_KINDS) else METHOD_KINDS

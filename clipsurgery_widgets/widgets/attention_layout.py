@@ -7,7 +7,6 @@ statistics charts, and records which trace, axis and annotation shows what.
 """
 from __future__ import annotations
 
-import html
 from typing import Sequence
 
 import plotly.graph_objects as go
@@ -15,7 +14,7 @@ import plotly.graph_objects as go
 from ..engine.attention import KIND_LABELS, KINDS, STAT_NAMES, STAT_TITLES
 from ..figures.attention import MAP_COLUMNS, kind_title
 from ..figures.style import KIND_COLORS, MARKER_COLOR, OUTLINE_COLOR
-from .plotting import axis_name, axis_ref
+from .plotting import axis_name, axis_ref, plotly_text
 
 SCOPES = {"query": ("solid", "this query"), "all": ("dash", "all queries")}  # chart lines: dash, legend text
 IMAGE_PANEL = 0  # map panel 0 is the photo; panel 1 + i shows kinds[i]
@@ -134,14 +133,15 @@ class AttentionLayout:
             for offset, kind in enumerate(self.layer_kinds):
                 n = self._axis((x0, x1), self._rows_domain(band_top + offset * (self.CELL_PX + 6), self.CELL_PX), True)
                 heats.append(self._add(go.Heatmap(
-                    z=None, showscale=False, zmin=0, zmax=1, zsmooth=False, meta=name, name=f"{name} {kind}",
+                    z=None, showscale=False, zmin=0, zmax=1, zsmooth=False, meta=plotly_text(name),
+                    name=plotly_text(f"{name} {kind}"),
                     hoverongaps=False, hovertemplate="attention %{customdata:.4f}<extra>%{meta}</extra>"), n))
                 boxes.append(self._add(_outline(MARKER_COLOR, 1.5, "query"), n))
                 axes.append(n)
             self.layer_heat.append(tuple(heats))
             self.layer_box.append(tuple(boxes))
             self.layer_axes.append(tuple(axes))
-            self.layer_titles.append(self._note(html.escape(name), (x0 + x1) / 2, band_top, size=10))
+            self.layer_titles.append(self._note(plotly_text(name), (x0 + x1) / 2, band_top, size=10))
         for band in range(self.bands):
             band_top = top + band * self.band_px + self.TITLE_PX
             for offset, kind in enumerate(self.layer_kinds):

@@ -20,7 +20,7 @@ from ..engine.method_rows import KIND_METHODS, KindRow
 from ..figures.attention import head_text, kind_title, panel_title, query_text
 from ..figures.style import method_name
 from .attention_layout import IMAGE_PANEL, AttentionLayout
-from .plotting import axis_name, axis_ref, compact, image_data_uri, plotly_colorscale
+from .plotting import axis_name, axis_ref, compact, image_data_uri, plotly_colorscale, plotly_text
 
 __all__ = ["AttentionView", "IMAGE_PANEL"]
 
@@ -177,7 +177,7 @@ class AttentionView(AttentionLayout):
                                                        customdata=compact(row.patches, 5))
             titles.append(panel_title(row, self.layer_names[row.layer]))
         for note, lines in zip(self.map_titles, titles):  # short lines: the panels can be narrow
-            self._set_note(note, "<br>".join(html.escape(line) for line in lines))
+            self._set_note(note, "<br>".join(plotly_text(line) for line in lines))
         self._panels = dict(panels)
         xs, ys = _box_path(rows.query, size, rows.grid)
         for index in self.map_box:
@@ -191,7 +191,7 @@ class AttentionView(AttentionLayout):
                                             customdata=compact(layer_rows.kind(kind)[0], 5))
                 self.fig.data[box].update(x=xs, y=ys)
         for layer, note in enumerate(self.layer_titles):
-            name = html.escape(self.layer_names[layer])
+            name = plotly_text(self.layer_names[layer])
             self._set_note(note, f"<b>[{name}]</b>" if layer == rows.layer else name)
 
     def _show_stats(self, layer: int, query_stats: AttentionStats, all_stats: AttentionStats | None) -> None:

@@ -6,6 +6,16 @@ figures, and implements :meth:`ExplorerWidget._render_figure`. Slow work goes th
 thread, shows progress in the status line, discards results of requests that a newer input has
 replaced, and reports failures in the error area so the widget keeps working. Public settings are
 traits declared once (see :mod:`.state`).
+
+The rule for refused input, the same in every widget: when the widget refuses an input (a control
+edit its trait rejects, an image it cannot read), :meth:`ExplorerWidget._refuse_input` shows the
+error and makes every unfinished job of :attr:`ExplorerWidget.input_jobs` stale, so that no result
+computed from older input lands after it and clears the error. Those requests are paused, not
+forgotten: the next accepted control edit (:meth:`ExplorerWidget._accept_input`, called by the
+links of :mod:`.state`) clears the error and makes them again, unless a newer request under the
+same name replaced them already. Jobs that do not follow the settings (a SAM image embedding, a
+pass over an image set) are left out of ``input_jobs``: they keep running, and their results no
+longer clear the error of a refused input.
 """
 from __future__ import annotations
 
@@ -20,10 +30,13 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import ipywidgets as widgets
+import traitlets
 
 from ..engine.errors import ClipSurgeryError
+from ..engine.precision import using_precision
 from ..figures import figure_bytes, save_figure
 from .jobs import Job, JobBoard, LatestOnlyRunner  # noqa: F401  (LatestOnlyRunner: re-exported)
+from .state import Choice
 
 Result = TypeVar("Result")
 log = logging.getLogger(__name__)
@@ -34,7 +47,58 @@ _SPINNER = ('<style>@keyframes csw-spin{to{transform:rotate(360deg)}}</style>'
             'animation:csw-spin 0.8s linear infinite;vertical-align:-0.1em"></span>')
 
 
-class ExplorerWidget(widgets.VBox):
+def precision_toggle(controls: dict[str, widgets.Widget]) -> widgets.ToggleButton:
+    """The shared "fast (bf16)" toggle of a widget's controls (made once, kept as ``controls["precision"]``).
+
+    Each widget's layout places it with this call; the widget ties it to its ``precision`` trait.
+    """
+    if "precision" not in controls:
+        toggle = widgets.ToggleButton(value=False, description="fast (bf16)", icon="bolt",
+                                      tooltip="compute in bfloat16: about 2x faster on CPUs with bf16 units and on "
+                                              "GPUs, maps within about 1% of fp32 (off: auto = fp32 on the CPU, "
+                                              "bf16 on a CUDA GPU)",
+                                      layout=widgets.Layout(width="auto"))
+        toggle.add_class("csw-precision")
+        controls["precision"] = toggle
+    return controls["precision"]
+
+
+class PrecisionSetting(traitlets.HasTraits):
+    """The ``precision`` every widget computes in, its "fast (bf16)" toggle and the controls that hold it."""
+
+    precision = Choice(("auto", "bf16", "fp32", "fp16"),
+                       help='Precision of everything the widget computes: "auto" (the explainer\'s own setting, '
+                            'else bf16 on a CUDA GPU and fp32 on the CPU), "bf16", "fp32" or "fp16" (CUDA only). '
+                            'The "fast (bf16)" toggle switches between "bf16" and "auto".')
+
+    @property
+    def controls(self) -> dict[str, widgets.Widget]:
+        """The widget's controls by name (``controls["precision"]`` is the shared "fast (bf16)" toggle)."""
+        return self._controls
+
+    @controls.setter
+    def controls(self, controls: dict[str, widgets.Widget]) -> None:
+        self._controls = controls
+        toggle = precision_toggle(controls)
+        toggle.value = self.precision == "bf16"
+        toggle.observe(self._guarded(lambda change: setattr(self, "precision", "bf16" if change["new"] else "auto"),
+                                     "changing the precision"), names="value")
+
+    @traitlets.observe("precision")
+    def _on_precision(self, change: dict) -> None:
+        self._guarded(self._precision_changed, "changing the precision")()
+
+    def _precision_changed(self) -> None:
+        """Show the precision on the toggle and compute the current image again in it (results are
+        cached per precision, so going back to an earlier setting is quick)."""
+        toggle = getattr(self, "_controls", {}).get("precision")
+        if toggle is not None:
+            toggle.value = self.precision == "bf16"
+        if self._rgb is not None and getattr(self, "session", None) is None:  # a decomposition set is kept
+            self._use_image(self._rgb)
+
+
+class ExplorerWidget(PrecisionSetting, widgets.VBox):
     """Base class of the clipsurgery widgets: an ipywidgets VBox with shared plumbing.
 
     Python API shared by every widget:
@@ -51,6 +115,8 @@ class ExplorerWidget(widgets.VBox):
     static_dpi: int = 72
     #: at most this many seconds are spent waiting for pending work before drawing that PNG.
     display_timeout: float = float(os.environ.get("CLIPSURGERY_DISPLAY_TIMEOUT", "300"))
+    #: names of the jobs computed from the settings, made stale by a refused input (None: every job).
+    input_jobs: tuple[str, ...] | None = None
 
     def __init__(self, **kwargs: Any):
         self._lock = threading.RLock()  # guards every update of the view's state and figures
@@ -61,6 +127,11 @@ class ExplorerWidget(widgets.VBox):
         self._error_html = widgets.HTML(layout=widgets.Layout(display="none"))
         self._status_html.add_class("csw-status")
         self._error_html.add_class("csw-error")
+        # Requests not finished yet, by job name: (generation, how to make the request again).
+        self._unfinished: dict[str, tuple[int, Callable[[], int]]] = {}
+        self._paused: dict[str, Callable[[], int]] = {}  # made stale by a refused input, made again later
+        self._requests = 0  # requests submitted so far
+        self._refused_at: int | None = None  # ``_requests`` when the error of a refused input was shown
         super().__init__(**kwargs)
         self.add_class("clipsurgery-widget")
 
@@ -86,7 +157,7 @@ class ExplorerWidget(widgets.VBox):
         try:
             rgb = self.explainer.prepare_image(source)
         except Exception as exc:  # noqa: BLE001 - bad images are reported in the widget
-            self._show_error(exc, "reading the image")
+            self._refuse_input(exc, "reading the image")
             return exc
         self._use_image(rgb)
         return None
@@ -131,6 +202,7 @@ class ExplorerWidget(widgets.VBox):
         else:
             message = f"Something went wrong while {doing}: {type(exc).__name__}: {exc}"
         details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self._refused_at = None  # this error is not (or not only) a refused input's
         self._error_text = message
         self._error_html.value = (
             '<div style="border-left:4px solid #d9534f;background:#fdf2f2;padding:6px 10px;margin:4px 0">'
@@ -141,10 +213,38 @@ class ExplorerWidget(widgets.VBox):
         self._error_html.layout.display = None
 
     def _clear_error(self) -> None:
+        self._refused_at = None
         if self._error_text is not None:
             self._error_text = None
             self._error_html.value = ""
             self._error_html.layout.display = "none"
+
+    def _refuse_input(self, exc: BaseException, doing: str) -> None:
+        """An input was refused: show why, and pause the unfinished jobs of :attr:`input_jobs`.
+
+        Their results would be older than the refused input and would clear its error, so they are
+        made stale (dropped when they arrive) and made again by the next accepted input (see the
+        module's docstring).
+        """
+        with self._lock:
+            names = [n for n in self._unfinished if self._follows_input(n)]
+            for name in names:
+                self._paused[name] = self._unfinished.pop(name)[1]
+                self._jobs.cancel(name)
+            self._show_error(exc, doing)
+            self._refused_at = self._requests
+            if names:
+                self._set_status("Paused: the last input was refused (see the error); the view shows the last "
+                                 "finished result until an accepted change.")
+
+    def _accept_input(self) -> None:
+        """An input was accepted: the error of a refused one goes, and paused requests are made again."""
+        with self._lock:
+            if self._refused_at is not None:
+                self._clear_error()
+            paused, self._paused = self._paused, {}
+            for again in paused.values():
+                again()
 
     def _guarded(self, handler: Callable[..., Any], doing: str) -> Callable[..., Any]:
         """Wrap a UI callback so that an exception lands in the error area instead of the log."""
@@ -165,9 +265,17 @@ class ExplorerWidget(widgets.VBox):
         Latest-only per name: a newer request under the same name replaces a queued one and makes
         a running one stale (its ``job.stopped`` is set and its result dropped); other names are
         unaffected. Errors from either step go to the error area and the previous view stays.
+        The work runs in the widget's ``precision`` (engine calls inside it that get none).
         Returns the request's generation.
         """
         runner = self._jobs.runner(name)
+        precision = self.precision  # as it was when the work was asked for
+        with self._lock:
+            self._requests += 1
+            order = self._requests
+
+        def again() -> int:
+            return self.submit(name, work, apply, busy_text=busy_text, doing=doing, done_text=done_text)
 
         def run(generation: int) -> None:
             if not runner.is_current(generation):
@@ -176,19 +284,23 @@ class ExplorerWidget(widgets.VBox):
             self._jobs.start(name, handle)
             start = time.perf_counter()
             try:
-                result = work(handle)
+                with using_precision(precision):  # every engine call of this job, on this thread
+                    result = work(handle)
             except Exception as exc:  # noqa: BLE001 - shown in the widget, which keeps working
                 with self._lock:
                     if runner.is_current(generation):
+                        self._finished(name, generation)
                         self._show_error(exc, doing)
                         self._set_status(f"Failed while {doing}.")
                 return
             with self._lock:
                 if not runner.is_current(generation) or handle.stopped.is_set():
-                    return  # replaced or cancelled: drop the stale result
+                    return  # replaced, cancelled or made stale by a refused input: drop the result
+                self._finished(name, generation)
                 try:
                     apply(result)
-                    self._clear_error()
+                    if self._refused_at is None or (order > self._refused_at and self._follows_input(name)):
+                        self._clear_error()  # a refused input's error stays until newer input is used
                     elapsed = time.perf_counter() - start
                     self._set_status(done_text(result, elapsed) if done_text else f"Done in {elapsed:.2f} s.")
                 except Exception as exc:  # noqa: BLE001
@@ -198,7 +310,17 @@ class ExplorerWidget(widgets.VBox):
         with self._lock:
             self._set_status(busy_text, busy=True)
             self._jobs.replace(name)
-            return runner.submit(run)
+            self._paused.pop(name, None)  # this newer request replaces a paused one
+            generation = runner.submit(run)
+            self._unfinished[name] = (generation, again)
+            return generation
+
+    def _finished(self, name: str, generation: int) -> None:
+        if self._unfinished.get(name, (None,))[0] == generation:
+            del self._unfinished[name]
+
+    def _follows_input(self, name: str) -> bool:
+        return self.input_jobs is None or name in self.input_jobs
 
     def _progress(self, runner: LatestOnlyRunner, generation: int, text: str) -> None:
         with self._lock:
@@ -207,6 +329,10 @@ class ExplorerWidget(widgets.VBox):
 
     def cancel(self, name: str | None = None) -> None:
         """Stop background job ``name`` (all jobs when None); what it finished stays, the view is kept."""
+        with self._lock:
+            for stopped in list(self._unfinished) + list(self._paused) if name is None else [name]:
+                self._unfinished.pop(stopped, None)
+                self._paused.pop(stopped, None)
         self._jobs.cancel(name)
 
     def wait(self, timeout: float | None = None, name: str | None = None) -> bool:

@@ -61,6 +61,8 @@ class DecompositionExplorer(ExplorerWidget):
     cmap = Text("jet", help="Colour map of the head maps: a matplotlib name.")
     opacity = Number(0.6, low=0.0, high=1.0, help="Weight of the maps over the image.")
     heat_side = Integer(200, low=16, help="Maps are sent at about this many pixels on their long side.")
+    #: a refused input pauses the shown image's decomposition; the set's pass and a head's texts go on.
+    input_jobs = ("image",)
 
     def __init__(self, explainer: Any, images: Sequence[Any] | str | os.PathLike,
                  texts: Sequence[str] | str | os.PathLike | None = None,

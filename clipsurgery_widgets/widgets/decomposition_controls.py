@@ -11,7 +11,8 @@ from typing import Any, Callable, Sequence
 import ipywidgets as widgets
 
 from ..engine.decomposition.ablation import Ablation
-from .state import InvalidStateError, link_control
+from .base import precision_toggle
+from .state import InvalidStateError, accept, link_control, refuse
 
 CLICK_MODES = (("inspect head", "inspect"), ("ablate head", "ablate"))
 _WIDE = {"description_width": "initial"}
@@ -53,7 +54,8 @@ def build_controls(image_names: Sequence[str], num_layers: int) -> dict[str, wid
 def control_rows(c: dict[str, widgets.Widget], num_layers: int) -> list[widgets.Widget]:
     wrap = widgets.Layout(flex_flow="row wrap", align_items="center")
     return [widgets.HBox([c["image"], c["upload"], c["labels"], c["label"]], layout=wrap),
-            widgets.HBox([c["mode"], c["clear"], c["last4"], c["embedding"], c["stop"]], layout=wrap),
+            widgets.HBox([c["mode"], c["clear"], c["last4"], c["embedding"], c["stop"], precision_toggle(c)],
+                         layout=wrap),
             widgets.HBox([widgets.Label("Attention:")] + [c[f"attn{l}"] for l in range(num_layers)], layout=wrap),
             widgets.HBox([widgets.Label("MLPs:")] + [c[f"mlp{l}"] for l in range(num_layers)], layout=wrap)]
 
@@ -94,7 +96,9 @@ def _link_labels(owner: Any, box: widgets.Text) -> None:
             owner.labels = change["new"]
         except InvalidStateError as exc:
             box.value = ", ".join(owner.labels)
-            owner._show_error(exc, "setting labels")
+            refuse(owner, exc, "setting labels")
+        else:
+            accept(owner)
         finally:
             busy[0] = False
 

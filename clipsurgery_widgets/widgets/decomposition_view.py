@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from ..engine.decomposition.ablation import Ablation
 from ..figures.decomposition import ABLATED_BAR_COLOR, ATTN_COLOR, MLP_COLOR
 from ..figures.style import MARKER_COLOR
-from .plotting import HEAT_TRACE, PanelFigure, compact, plotly_colorscale
+from .plotting import HEAT_TRACE, PanelFigure, compact, plotly_colorscale, plotly_text
 
 FULL_PANEL, HEAD_PANEL = 0, 1
 _HEAT, _ABLATED, _SELECTED = 0, 1, 2  # grid traces
@@ -54,12 +54,12 @@ class DecompositionView:
         """heads: [L, H], layers and mlps: [L] direct contributions to ``label``."""
         with self.grid.batch_update():
             self.grid.data[_HEAT].z = compact(heads, 5).tolist()
-            self.grid.layout.title.text = html.escape(f"Direct contribution of each head to '{label}'")
+            self.grid.layout.title.text = plotly_text(f"Direct contribution of each head to '{label}'")
         with self.bars.batch_update():
             x = list(range(self.num_layers))
             self.bars.data[_ATTN_BARS].update(x=x, y=compact(layers, 5).tolist())
             self.bars.data[_MLP_BARS].update(x=x, y=compact(mlps, 5).tolist())
-            self.bars.layout.title.text = html.escape(f"Per-layer contribution to '{label}'")
+            self.bars.layout.title.text = plotly_text(f"Per-layer contribution to '{label}'")
 
     def show_ablation(self, ablation: Ablation) -> None:
         """Cross out ablated heads; grey the bars of ablated attention layers and MLPs."""
@@ -97,7 +97,7 @@ class DecompositionView:
         titles = [title for _, _, title in panels] + ([] if len(panels) > 1 else ["click a head in the grid"])
         scale = plotly_colorscale(cmap)
         with self.maps.fig.batch_update():
-            self.maps.set_titles([html.escape(t) for t in titles])
+            self.maps.set_titles([plotly_text(t) for t in titles])
             for panel in (FULL_PANEL, HEAD_PANEL):
                 self.maps.set_image(panel, rgb, key=index)
             for panel, heat, _ in panels:

@@ -17,8 +17,9 @@ import traitlets
 
 from ..data.presets import PRESETS
 from ..engine.explainer import REDUNDANCY_MODES
+from .base import precision_toggle
 from .heatmap_plan import VIEWS
-from .state import InvalidStateError, link_control
+from .state import InvalidStateError, accept, link_control, refuse
 
 REDUNDANCY_TEXT = {"auto": "auto", "labels": "between labels", "empty": "empty string", "none": "none"}
 SIZES = (224, 336, 448, 512)
@@ -96,7 +97,7 @@ def control_rows(c: dict[str, widgets.Widget]) -> list[widgets.Widget]:
     return [widgets.HBox([c["labels"], c["preset"], c["upload"]], layout=wrap()),
             widgets.HBox([c["view"], c["label"]], layout=wrap()),
             widgets.HBox([c["method"], c["feature_surgery"], c["redundancy"]], layout=wrap()),
-            widgets.HBox([c["size"], c["custom_size"], c["depth"]], layout=wrap()),
+            widgets.HBox([c["size"], c["custom_size"], c["depth"], precision_toggle(c)], layout=wrap()),
             widgets.HBox([c["cmap"], c["opacity"], c["threshold"]], layout=wrap()),
             c["methods_row"], c["segmentation_row"]]
 
@@ -149,7 +150,9 @@ def link_compared(owner: Any, toggles: dict[str, widgets.ToggleButton]) -> None:
         try:
             owner.compared = tuple(wanted)
         except InvalidStateError as exc:
-            owner._show_error(exc, "choosing the compared methods")
+            refuse(owner, exc, "choosing the compared methods")
+        else:
+            accept(owner)
         show(owner.compared)
 
     show(owner.compared)
@@ -179,7 +182,9 @@ def link_converted(owner: traitlets.HasTraits, name: str, control: widgets.Widge
             setattr(owner, name, to_owner(change["new"]))
         except InvalidStateError as exc:
             control.value = to_control(getattr(owner, name))
-            owner._show_error(exc, f"setting {name}")
+            refuse(owner, exc, f"setting {name}")
+        else:
+            accept(owner)
         finally:
             busy[0] = False
 
@@ -211,7 +216,9 @@ def link_size(owner: Any, menu: widgets.Dropdown, text: widgets.Text) -> None:
         try:
             owner.size = value
         except InvalidStateError as exc:
-            owner._show_error(exc, "setting the input size")
+            refuse(owner, exc, "setting the input size")
+        else:
+            accept(owner)
         show(owner.size)
 
     show(owner.size)

@@ -155,12 +155,14 @@ class JobBoard:
         import time
 
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:  # a job may submit another one, so loop until all are idle at once
-            with self._lock:
-                runners = [r for n, r in self._runners.items() if name is None or n == name]
-            for runner in runners:
+        while True:  # a job may submit another one (even under a new name), so loop until all are idle at once
+            for runner in self._named(name):
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if not runner.wait(left):
                     return False
-            if not any(runner.busy for runner in runners):
+            if not any(runner.busy for runner in self._named(name)):  # the runners as they are now
                 return True
+
+    def _named(self, name: str | None) -> list[LatestOnlyRunner]:
+        with self._lock:
+            return [r for n, r in self._runners.items() if name is None or n == name]

@@ -376,10 +376,17 @@ axis_ref = _axis_ref
 compact = _compact
 
 
-def plotly_text(text: object) -> str:
-    """User text (labels, class names) made safe to show in plotly titles, legends, ticks and hover.
+_PLOTLY_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "%": "&#37;", "$": "&#36;"})
 
-    plotly renders a subset of HTML in every text it draws (<b>, <i>, <br>, <a href>, ...); with
-    <, > and & sent as entities the text is shown exactly as typed (``html.unescape`` reads it back).
+
+def plotly_text(text: object) -> str:
+    """User text (labels, captions, class names) made safe to show in any plotly text: titles,
+    legends, annotations, ticks, hover labels and the parts of a hover template.
+
+    plotly renders a subset of HTML in every text it draws (<b>, <br>, <a href>, styled <span>),
+    fills ``%{...}`` in templates, and typesets a text between ``$`` signs as LaTeX when MathJax
+    is on the page. Sent as entities (plotly decodes ``&amp;``, ``&lt;``, ``&gt;`` and numeric ones
+    after parsing markup and templates), these characters are shown exactly as typed;
+    ``html.unescape`` reads the text back. The one helper for every widget.
     """
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return str(text).translate(_PLOTLY_ESCAPES)

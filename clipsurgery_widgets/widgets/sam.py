@@ -60,6 +60,8 @@ class SamWidget(SamPrompts, ExplorerWidget):
     mode = Choice(("positive", "negative", "box"), help='What a click adds (Alt-click: the other kind); "box": drag.')
     candidate = Integer(None, low=0, allow_none=True, help="Which of SAM's candidate masks is shown (None: no mask).")
     size = InputSize(224, help="CLIP input size: an int S or (H, W), multiples of the patch size.")
+    #: a refused text pauses the text's map; SAM's image embedding does not depend on it and goes on.
+    input_jobs = ("explain",)
 
     def __init__(self, explainer: Any, refiner: SamRefiner, image: Any = None, text: str | None = None, *,
                  threshold: float = 0.8, opacity: float = 0.5, outline_only: bool = False, mode: str = "positive",

@@ -11,7 +11,6 @@ map; both go to :meth:`SamView.click`, which tests call too.
 from __future__ import annotations
 
 import base64
-import html
 import io
 from typing import Any, Callable, Sequence
 
@@ -22,7 +21,7 @@ from PIL import Image
 
 from ..engine.regions import display_step, region_outline
 from ..figures.style import BOX_COLOR, NEGATIVE_COLOR, POSITIVE_COLOR
-from .plotting import image_data_uri, plotly_colorscale, subsample
+from .plotting import image_data_uri, plotly_colorscale, plotly_text, subsample
 
 # Trace and layout-image indices (the end-to-end test reads the mask image by its index).
 T_CATCH, T_SELECT, H_HEAT, H_POS, H_NEG = range(5)
@@ -117,7 +116,7 @@ class SamView:
             for trace, value in ((H_POS, 1), (H_NEG, 0)):
                 chosen = points[labels == value]
                 fig.data[trace].update(x=chosen[:, 0].tolist(), y=chosen[:, 1].tolist())
-            fig.layout.annotations[1].text = html.escape(title)
+            fig.layout.annotations[1].text = plotly_text(title)
 
     def show_sam(self, title: str, mask: np.ndarray | None, mask_key: Any, points: np.ndarray, labels: np.ndarray,
                  box: np.ndarray | None, opacity: float, outline_only: bool) -> None:
@@ -145,7 +144,7 @@ class SamView:
                 mask_image.update(source=uri, x=-0.5, y=-0.5, sizex=width, sizey=height, opacity=opacity,
                                   visible=not outline_only)
             fig.layout.shapes = self._prompt_shapes(outline if outline_only else None, points, labels, box)
-            title = html.escape(title)
+            title = plotly_text(title)
             if fig.layout.annotations[0].text != title:  # a title that stays while clicking: nothing is sent
                 fig.layout.annotations[0].text = title
 
@@ -158,7 +157,7 @@ class SamView:
     def describe(self) -> dict:
         """What a person sees, as plain values (tests read this, never the traces).
 
-        image: (H, W) or None; titles: {"sam", "heat"} (as sent, HTML-escaped); heat: float [h, w]
+        image: (H, W) or None; titles: {"sam", "heat"} (as sent, through ``plotly_text``); heat: float [h, w]
         values of the heat map as sent (every ``heat_step``-th pixel from ``heat_step // 2``) or
         None; auto_points / points: {"positive", "negative"} lists of (x, y) on the heat and SAM
         panels; colors: of those points, the box and the outline; box: (x0, y0, x1, y1) or None;

@@ -24,7 +24,7 @@ from ..engine.images import check_input_size
 from ..engine.text.labels import parse_labels, parse_target
 
 __all__ = ["InvalidStateError", "Number", "Integer", "Choice", "Flag", "Text", "OptionalNumber", "InputSize", "LabelList",
-           "OneOf", "link_control", "link_choice"]
+           "OneOf", "link_control", "link_choice", "refuse", "accept"]
 
 
 class InvalidStateError(ClipSurgeryError, ValueError):
@@ -175,11 +175,27 @@ class OneOf(traitlets.Unicode):
         return value
 
 
+def refuse(owner: Any, exc: BaseException, doing: str) -> None:
+    """A control edit was refused: the widget shows why and pauses the work of older input
+    (``ExplorerWidget._refuse_input``; see widgets/base.py). Every link reports refusals here."""
+    report = getattr(owner, "_refuse_input", None) or getattr(owner, "_show_error", None)
+    if report is not None:
+        report(exc, doing)
+
+
+def accept(owner: Any) -> None:
+    """A control edit was accepted: the widget drops a refused input's error and resumes paused work."""
+    report = getattr(owner, "_accept_input", None)
+    if report is not None:
+        report()
+
+
 def link_control(owner: traitlets.HasTraits, name: str, control: widgets.Widget, attribute: str = "value") -> None:
     """Keep ``owner.<name>`` and ``control.<attribute>`` equal in both directions.
 
-    A control edit that the trait refuses is put back and the error shown by the widget (its
-    ``_show_error``), so the widget keeps working; a Python assignment that fails raises.
+    A control edit that the trait refuses is put back and reported to the widget (:func:`refuse`),
+    so the widget keeps working; an accepted one is reported too (:func:`accept`). A Python
+    assignment that fails raises.
     """
     busy = [False]
 
@@ -200,9 +216,9 @@ def link_control(owner: traitlets.HasTraits, name: str, control: widgets.Widget,
             setattr(owner, name, change["new"])
         except InvalidStateError as exc:
             setattr(control, attribute, getattr(owner, name))
-            show = getattr(owner, "_show_error", None)
-            if show is not None:
-                show(exc, f"setting {name}")
+            refuse(owner, exc, f"setting {name}")
+        else:
+            accept(owner)
         finally:
             busy[0] = False
 
@@ -245,7 +261,9 @@ def link_choice(owner: traitlets.HasTraits, name: str, control: widgets.Dropdown
             setattr(owner, name, decode(change["new"]))
         except InvalidStateError as exc:
             show(getattr(owner, name))
-            owner._show_error(exc, f"setting {name}")
+            refuse(owner, exc, f"setting {name}")
+        else:
+            accept(owner)
         finally:
             busy[0] = False
 

@@ -17,7 +17,9 @@ import traitlets
 from matplotlib import colormaps
 
 from ..engine.attribution import (SCORE_SOURCES, RegionRanking, TokenAttribution, token_attributions)
+from ..engine.errors import TextInputError
 from ..engine.explainer import Explainer
+from ..engine.text.captions import tokenize_caption
 from ..figures.style import DEFAULT_CMAP, DEFAULT_OPACITY
 from ..figures.tokens import MARKINGS, token_figure
 from .base import ExplorerWidget
@@ -95,6 +97,21 @@ class TokenExplorer(ExplorerWidget):
             raise invalid(self, "cmap", proposal["value"], "a matplotlib colour map name such as 'jet' or 'viridis'")
         return proposal["value"]
 
+
+    @traitlets.validate("caption")
+    def _valid_caption(self, proposal: dict) -> str:
+        """A caption the engine can tokenize ("" means none yet); checked here so that a refused one
+        leaves the widget as it was instead of starting a request that can only fail."""
+        value = proposal["value"]
+        if value:
+            model = self.explainer.model
+            try:
+                with warnings.catch_warnings():  # truncation is reported in the status line instead
+                    warnings.simplefilter("ignore", UserWarning)
+                    tokenize_caption(model.tokenizer, value, model.context_length)
+            except TextInputError as exc:
+                raise InvalidStateError(f"{type(self).__name__}.caption = {value!r} is not valid: {exc}") from None
+        return value
 
     @traitlets.validate("depth")
     def _valid_depth(self, proposal: dict) -> int:

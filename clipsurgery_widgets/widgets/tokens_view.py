@@ -3,7 +3,7 @@
 It draws what the controller hands it (an engine TokenAttribution, the ranking in use, the
 selected token, the clicked point) and reports what is on screen with :meth:`TokenView.describe`.
 Every caption-derived string reaches the page as text: chips are button labels and tooltips (DOM
-text and attributes), and the note and the map title are HTML-escaped.
+text and attributes), the note is HTML-escaped and the map title goes through :func:`~.plotting.plotly_text`.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from ..engine.attribution import RegionRanking, TokenAttribution
 from ..engine.regions import display_step, patch_value_image
 from ..figures.style import UNMARKED_COLOR
 from ..figures.tokens import text_color, token_colors
-from .plotting import HEAT_TRACE, PanelFigure, plotly_colorscale, subsample
+from .plotting import HEAT_TRACE, PanelFigure, plotly_colorscale, plotly_text, subsample
 
 SOURCES = {"global": "score at the global token", "max": "max over patches"}
 _HOVER = "normalised %{z:.3f}<br>raw score %{customdata:.4f}<br>x %{x}, y %{y}<extra></extra>"
@@ -117,7 +117,7 @@ class TokenView:
                                     hovertemplate=_HOVER)
                 self._heat_key, self._map_token = key, token
             self.show_style(cmap, opacity)
-            self.panel.set_titles([html.escape(heat_title(a, token))])  # plotly titles accept HTML tags
+            self.panel.set_titles([plotly_text(heat_title(a, token))])  # plotly reads markup and templates
 
     def show_style(self, cmap: str, opacity: float) -> None:
         self.panel.set_style(0, plotly_colorscale(cmap), opacity, showscale=True)

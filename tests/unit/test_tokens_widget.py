@@ -217,7 +217,9 @@ def test_a_click_outside_the_image_is_reported(widget):
 
 
 def test_empty_caption_shows_an_error_and_the_widget_keeps_working(widget):
-    widget.caption = "   "
+    with pytest.raises(InvalidStateError, match="empty"):
+        widget.caption = "   "
+    widget.controls["caption"].value = "   "  # typed in the box: refused, shown in the widget
     widget.wait(30)
     assert widget.error is not None and "empty" in widget.error
     assert widget.chips  # the previous view stays

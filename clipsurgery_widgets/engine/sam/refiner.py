@@ -27,10 +27,12 @@ import numpy as np
 from torch import nn
 
 from ..images import load_image
+from ..model_guard import WeightsWatch
+from ..precision import Precision, check_precision
 from .embeddings import (Embedding, EmbeddingCache, Progress, compute_embedding, embedding_key, install_embedding)
 from .instances import InstanceMasks, InstancePrompt, instance_prompts
 from .loader import (  # noqa: F401  (re-exported)
-    DEFAULT_SAM_SPEC,
+    DEFAULT_SAM_CHOICE,
     SAM_ENV,
     load_sam_from_env,
     refiner_from_checkpoint,
@@ -49,13 +51,18 @@ class SamRefiner(RefinerState):
         cache_dir: optional directory for embeddings on disk (one ``.pt`` per image and model).
         max_cached_images: how many embeddings to keep in memory.
         fingerprint: identifies the weights in cache keys; by default a hash of the model's
-            parameters, computed on first use (pass one to skip that, or if you change weights).
+            parameters, computed on first use (pass one to skip that). In-place weight changes are
+            noticed (``model_guard.WeightsWatch``; after ``p.data`` edits call ``watch.refresh()``): the
+            fingerprint becomes a hash of the new weights, so old embeddings are neither served nor stored.
         auto_predict: editing helpers (add_point, undo, ...) re-run SAM at once when an image is set.
         multimask: ask SAM for 3 masks and keep the best (default for every call).
+        precision: the image encoder's (autocast; embeddings cached per precision): None (fp32 or a
+            ``using_precision`` block's), "fp32", "bf16", "fp16" (CUDA), "auto"; set_image can override it.
     """
 
     def __init__(self, sam: nn.Module, *, cache_dir: str | os.PathLike | None = None, max_cached_images: int = 4,
-                 fingerprint: str | None = None, auto_predict: bool = True, multimask: bool = True) -> None:
+                 fingerprint: str | None = None, auto_predict: bool = True, multimask: bool = True,
+                 precision: str | None = None) -> None:
         from segment_anything import SamPredictor
         from segment_anything.modeling import Sam
 
@@ -67,7 +74,9 @@ class SamRefiner(RefinerState):
         self.embeddings = EmbeddingCache(sam, cache_dir, max_cached_images)
         self.auto_predict = auto_predict
         self.multimask = multimask
-        self._fingerprint = fingerprint
+        self.precision = None if precision is None else check_precision(precision)
+        self._fingerprint = fingerprint           # the initial one, until the watch starts
+        self._watch: WeightsWatch | None = None
         self._lock = threading.RLock()            # prompt state and predictor
         self._compute_lock = threading.Lock()     # one embedding computation at a time
         self._fingerprint_lock = threading.Lock()
@@ -83,12 +92,17 @@ class SamRefiner(RefinerState):
     # --- read-only state ------------------------------------------------------------------------
 
     @property
-    def fingerprint(self) -> str:
-        """Identifies the model weights in cache keys (hash of parameters and buffers)."""
+    def watch(self) -> WeightsWatch:
+        """Watches the weights for in-place changes (started on first use: hashing them takes a moment)."""
         with self._fingerprint_lock:
-            if self._fingerprint is None:
-                self._fingerprint = module_fingerprint(self.model)
-            return self._fingerprint
+            if self._watch is None:
+                self._watch = WeightsWatch(self.model, self._fingerprint or module_fingerprint(self.model))
+            return self._watch
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the weights in cache keys; checked on every read (see ``fingerprint`` above)."""
+        return self.watch.fingerprint()
 
     @property
     def cache_dir(self) -> Path | None:
@@ -101,17 +115,19 @@ class SamRefiner(RefinerState):
 
     # --- the image ------------------------------------------------------------------------------
 
-    def image_key_of(self, image: Any) -> str:
+    def image_key_of(self, image: Any, precision: str | None = None) -> str:
         """The cache key :meth:`set_image` would give ``image`` (compare with :attr:`image_key`)."""
-        return embedding_key(self.fingerprint, load_image(image), self.model.image_encoder.img_size)
+        return embedding_key(self.fingerprint, load_image(image), self.model.image_encoder.img_size,
+                             Precision.resolve(precision, self.model.device, own=self.precision).name)
 
-    def set_image(self, image: Any, progress: Progress | None = None) -> bool:
+    def set_image(self, image: Any, progress: Progress | None = None, precision: str | None = None) -> bool:
         """Make ``image`` the current image, computing its SAM embedding only if no cache has it.
 
         Args:
             image: RGB uint8 [H, W, 3], or anything :func:`load_image` reads (path, PIL image, ...).
             progress: optional ``progress(fraction, message)``, called from this thread. An
                 exception it raises abandons the computation and propagates (nothing is cached).
+            precision: this image's precision; None: the refiner's (see the class docstring).
 
         A different image than the current one clears the prompts, their history and the result.
         Returns False if a later ``set_image`` call (another thread) took over before this one
@@ -119,18 +135,21 @@ class SamRefiner(RefinerState):
         """
         report = progress or (lambda fraction, message: None)
         rgb = load_image(image)
+        p = Precision.resolve(precision, self.model.device, own=self.precision)
         with self._lock:
             self._requested += 1
             ticket = self._requested
-        key = embedding_key(self.fingerprint, rgb, self.model.image_encoder.img_size)
-        embedding = self.embeddings.get(key, self.fingerprint)
+        fingerprint, signature = self.watch.snapshot()  # the weights as they are now
+        key = embedding_key(fingerprint, rgb, self.model.image_encoder.img_size, p.name)
+        embedding = self.embeddings.get(key, fingerprint)
         if embedding is None:
             with self._compute_lock:
-                embedding = self.embeddings.get(key, self.fingerprint)  # another thread may have computed it
+                embedding = self.embeddings.get(key, fingerprint)  # another thread may have computed it
                 if embedding is None:
-                    embedding = compute_embedding(self.model, self.predictor.transform, rgb, report)
+                    embedding = compute_embedding(self.model, self.predictor.transform, rgb, report, p.name)
                     self.embeddings_computed += 1
-                    self.embeddings.put(key, embedding, self.fingerprint)
+                    if self.watch.unchanged(signature):  # else it belongs to no fingerprint: not cached
+                        self.embeddings.put(key, embedding, fingerprint)
         with self._lock:
             if ticket != self._requested:
                 return False
