@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 METHOD_CHOICES = ("surgery", "both", "raw", "clip_surgery", "maskclip", "sclip", "clearclip", "naclip", "gem")
 
 
@@ -24,6 +25,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="allow pickled checkpoints beyond plain tensors (can run code: trusted files only)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                        help="auto (bf16 on a CUDA GPU, fp32 on the CPU), fp32, bf16 (about 2x faster on CPUs with "
+                             "bf16 units, maps within 1%% of fp32) or fp16 (CUDA only) (default auto)")
 
 
 def add_output_options(parser: argparse.ArgumentParser, default_out: str) -> None:
@@ -76,6 +80,7 @@ def check_model_options(args: argparse.Namespace) -> None:
             raise UsageError(f"--device {args.device!r} is not a device: use cpu, cuda, cuda:1 or mps") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise UsageError(f"--device {args.device!r}: CUDA is not available on this machine; use --device cpu")
+    check_precision_option(args)
     depth = getattr(args, "depth", None)
     if depth is None:
         return
@@ -85,6 +90,17 @@ def check_model_options(args: argparse.Namespace) -> None:
     if blocks is not None and depth > blocks:
         raise UsageError(f"--depth {depth} is more than {args.model} has: choose 1 to {blocks} (its number of "
                          f"transformer blocks)")
+
+
+def check_precision_option(args: argparse.Namespace) -> None:
+    """--precision fp16 needs a CUDA device (checked before loading)."""
+    if getattr(args, "precision", "auto") != "fp16":
+        return
+    import torch
+
+    device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type != "cuda":
+        raise UsageError(f"--precision fp16 needs a CUDA device (this run uses {device}); use --precision bf16 or fp32")
 
 
 def config_blocks(name: str) -> int | None:

@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any
 
-from .common import EXIT_OK, EXIT_RUNTIME, UsageError, add_model_options
+from .common import EXIT_OK, EXIT_RUNTIME, UsageError, add_model_options, check_precision_option
 
 TASK_CHOICES = ("seg", "explain", "multilabel", "imagenet_seg", "ablation")
 DATASET_HELP = ("voc21, voc20, context60, context59, coco_stuff164k, coco_object, cityscapes, ade20k, generic "
@@ -102,15 +102,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be a positive number of items, not {args.limit}")
     settings = task_settings(args)
+    check_precision_option(args)
+    from ..engine.precision import using_precision
     from ..evaluation import DatasetLayoutError, ResumeMismatchError, evaluate
 
     say = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        result = evaluate(args.task, dataset=args.dataset, root=args.root, methods=args.method, model=args.model,
-                          out=args.out, limit=args.limit, engine=args.engine,
-                          progress=not (args.no_progress or args.quiet), pretrained=args.pretrained,
-                          checkpoint=args.checkpoint, device=args.device, trust_checkpoint=args.trust_checkpoint,
-                          workers=args.workers, **settings)
+        with using_precision(args.precision):  # also recorded with the results and sent to Ray workers
+            result = evaluate(args.task, dataset=args.dataset, root=args.root, methods=args.method, model=args.model,
+                              out=args.out, limit=args.limit, engine=args.engine,
+                              progress=not (args.no_progress or args.quiet), pretrained=args.pretrained,
+                              checkpoint=args.checkpoint, device=args.device, trust_checkpoint=args.trust_checkpoint,
+                              workers=args.workers, **settings)
     except (DatasetLayoutError, ResumeMismatchError) as exc:
         print(f"clipsurgery: error: {exc}", file=sys.stderr)
         return EXIT_RUNTIME

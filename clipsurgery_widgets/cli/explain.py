@@ -15,7 +15,8 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
         description="Explain IMAGE with each label and write a figure: one row per label, columns "
                     "image / raw CLIP / CLIP Surgery (or the methods of --compare). IMAGE is a file, or "
                     "sample:cat, sample:astronaut, sample:coffee, sample:rocket.")
-    ex.add_argument("image", metavar="IMAGE")
+    ex.add_argument("image", metavar="IMAGE",
+                    help="an image file, a sample:NAME, or a folder / glob pattern of images (then use --out-dir)")
     ex.add_argument("--labels", required=True, help='comma-separated labels, e.g. "bench,person"; "a+b" combines')
     add_model_options(ex)
     ex.add_argument("--size", default="224", help="model input size S or HxW, multiples of the patch size (default 224)")
@@ -31,6 +32,11 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
                     help="feature surgery: as the papers use it (on for clip_surgery only), on or off for all")
     ex.add_argument("--cmap", default="jet", help="matplotlib colour map (default jet)")
     add_output_options(ex, "clipsurgery.png")
+    ex.add_argument("--out-dir", metavar="DIR",
+                    help="for a folder or glob of images: write one figure per image into DIR (NAME.png)")
+    ex.add_argument("--overwrite", action="store_true",
+                    help="with --out-dir: redo figures that already exist (default: skip them)")
+    ex.add_argument("--batch-size", type=int, default=8, help="with --out-dir: images per forward pass (default 8)")
 
 
 def _compare_methods(text: str | None) -> list[str] | None:
@@ -64,6 +70,10 @@ def _labels(text: str) -> list[str]:
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    from .explain_batch import is_many, run_explain_many
+
+    if args.out_dir is not None or is_many(args.image):
+        return run_explain_many(args, _labels(args.labels), _compare_methods(args.compare), parse_size(args.size))
     labels = _labels(args.labels)
     compare = _compare_methods(args.compare)
     size = parse_size(args.size)
@@ -77,9 +87,6 @@ def run_explain(args: argparse.Namespace) -> int:
     from ..engine import Explainer, load_image
     from ..engine.images import check_input_size
     from ..engine.limits import check_token_budget
-    from ..figures import explanation_grid
-    from ..figures.methods import methods_grid
-
     say = reporter(args)
     t0 = time.perf_counter()
     model = load_cli_model(args, say, "[1/3]")
@@ -94,14 +101,21 @@ def run_explain(args: argparse.Namespace) -> int:
         f"({shown})")
     surgery = {"default": None, "on": True, "off": False}[args.feature_surgery]
     method = compare[0] if compare else args.method
-    explanation = Explainer(model).explain(rgb, labels, method=method, methods=compare, redundancy=args.redundancy,
-                                           size=size, depth=args.depth, feature_surgery=surgery)
-    if compare or args.method not in ("raw", "surgery", "both"):
-        fig = methods_grid(rgb, explanation, methods=compare or [explanation.method], cmap=args.cmap,
-                           opacity=args.opacity)
-    else:
-        methods = ("raw", "surgery") if args.method == "both" else (args.method,)
-        fig = explanation_grid(rgb, explanation, methods=methods, cmap=args.cmap, opacity=args.opacity)
-    out = save(fig, args)
+    explainer = Explainer(model, precision=args.precision)
+    explanation = explainer.explain(rgb, labels, method=method, methods=compare, redundancy=args.redundancy,
+                                    size=size, depth=args.depth, feature_surgery=surgery)
+    out = save(draw_figure(args, rgb, explanation, compare), args)
     say(f"[3/3] wrote {out} in {time.perf_counter() - t0:.1f} s")
     return EXIT_OK
+
+
+def draw_figure(args: argparse.Namespace, rgb, explanation, compare: list[str] | None):
+    """The matplotlib figure of one explanation, as --method / --compare ask."""
+    from ..figures import explanation_grid
+    from ..figures.methods import methods_grid
+
+    if compare or args.method not in ("raw", "surgery", "both"):
+        return methods_grid(rgb, explanation, methods=compare or [explanation.method], cmap=args.cmap,
+                            opacity=args.opacity)
+    methods = ("raw", "surgery") if args.method == "both" else (args.method,)
+    return explanation_grid(rgb, explanation, methods=methods, cmap=args.cmap, opacity=args.opacity)

@@ -81,7 +81,7 @@ def run_segment(args: argparse.Namespace) -> int:
     shown = ", ".join(f"{k}={v}" for k, v in settings.items())
     say(f"[2/3] segmenting {args.image} ({rgb.shape[1]}x{rgb.shape[0]}) into {len(classes)} classes with "
         f"{args.method}" + (f" ({shown})" if shown else ""))
-    result = segment(model, rgb, classes, method=args.method, **settings)
+    result = segment(model, rgb, classes, method=args.method, precision=args.precision, **settings)
     labels = result.labels.numpy()
     names = class_display_names(classes, benchmark)
     fig = class_map_figure(rgb, labels, names, opacity=args.opacity, title=f"{args.method} segmentation")

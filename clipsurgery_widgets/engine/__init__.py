@@ -13,6 +13,7 @@ from .decomposition.textspan import load_text_pool, text_span, text_span_heads
 from .errors import (CheckpointError, ClipSurgeryError, ImageInputError, MethodError, ModelLoadError, TextInputError,
                      UnsupportedModelError)
 from .explainer import Explainer
+from .precision import PRECISIONS, using_precision
 from .images import load_image, preprocess, sample_image
 from .loading import (LoadedModel, build_tiny_model, load_model, load_model_from_env, wrap_model)
 from .maps import combine_targets, map_to_points, overlay, similarity_maps
@@ -36,7 +37,7 @@ from .towers.encode import encode_image_tokens
 __all__ = [
     # loading and inputs
     "load_model", "load_model_from_env", "wrap_model", "build_tiny_model", "LoadedModel",
-    "load_image", "preprocess", "sample_image",
+    "load_image", "preprocess", "sample_image", "PRECISIONS", "using_precision",
     # CLIP Surgery
     "encode_image_tokens", "TEMPLATES", "encode_texts", "feature_surgery", "similarity_maps",
     "map_to_points", "combine_targets", "overlay", "Explainer", "Explanation", "ImageTokens", "MapSet",

@@ -21,6 +21,7 @@ import torch
 
 from .errors import ClipSurgeryError
 from .images import preprocess
+from .precision import computing_in
 from .towers.encode import attnpool_qkv, image_tower, resnet_tokens, vit_stream
 from .towers.ops import attention_weights, split_heads_qkv
 
@@ -239,7 +240,7 @@ def attention_layout(model: Any) -> tuple[tuple[str, ...], int]:
     return ("attention pool",), int(visual.attnpool.num_heads)
 
 
-def capture_attention(model: Any, pixels: torch.Tensor) -> AttentionCapture:
+def capture_attention(model: Any, pixels: torch.Tensor, precision: str | None = None) -> AttentionCapture:
     """Capture q, k, v of every attention layer of the image tower for one image.
 
     Args:
@@ -247,16 +248,15 @@ def capture_attention(model: Any, pixels: torch.Tensor) -> AttentionCapture:
             blocks are re-run from their modules, no hooks or patches).
         pixels: [1, 3, H, W] preprocessed (:func:`clipsurgery_widgets.engine.images.preprocess`),
             H and W multiples of the patch size (32 for ResNets).
-
-    Returns:
-        AttentionCapture with L = number of ViT blocks (or 1: the ResNet attention pool).
+        precision: "fp32" (None: fp32 or a using_precision block's), "bf16", "fp16", "auto"; q, k, v float32.
+    Returns: AttentionCapture with L = number of ViT blocks (or 1: the ResNet attention pool).
     """
     visual, family = image_tower(model)
     names, _ = attention_layout(visual)
     if isinstance(pixels, torch.Tensor) and pixels.ndim == 4 and pixels.shape[0] != 1:
         raise AttentionInputError(f"capture_attention takes one image at a time (got a batch of {pixels.shape[0]}); "
                                   f"pass pixels[i:i + 1] for each image.")
-    with torch.no_grad():
+    with torch.no_grad(), computing_in(precision, visual):
         if family == "vit":
             stream = vit_stream(visual, pixels)
             blocks = visual.transformer.resblocks
@@ -269,10 +269,11 @@ def capture_attention(model: Any, pixels: torch.Tensor) -> AttentionCapture:
     return AttentionCapture(q=tuple(q), k=tuple(k), v=tuple(v), grid=grid, family=family, layer_names=names)
 
 
-def capture_image_attention(model: Any, rgb: np.ndarray, size: int | tuple[int, int] = 224) -> AttentionCapture:
+def capture_image_attention(model: Any, rgb: np.ndarray, size: int | tuple[int, int] = 224,
+                            precision: str | None = None) -> AttentionCapture:
     """:func:`capture_attention` of RGB uint8 [H, W, 3] resized to ``size`` (S or (S_h, S_w)); model: a LoadedModel."""
     pixels = preprocess(rgb, size, model.mean, model.std, model.patch_size).to(model.device)
-    return capture_attention(model, pixels)
+    return capture_attention(model, pixels, precision)
 
 
 def attention_rows(model: Any, pixels: torch.Tensor, layer: int, query: Query, head: int | None = None

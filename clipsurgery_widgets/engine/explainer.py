@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from .images import ImageInput, check_input_size, load_image, preprocess
 from .limits import MAX_TOKENS, check_memory
 from .loading import LoadedModel, load_model, wrap_model
 from .notices import quote, warn_user
+from .precision import Precision, check_precision, resolve_precision, using_precision
 from .results import Explanation, ImageTokens, MapSet
 from .surgery import feature_surgery
 from .surgery import (
@@ -42,6 +43,11 @@ class Explainer:
         cache_dir: where label features are stored on disk; None for the default user cache dir
             (``$CLIPSURGERY_CACHE_DIR`` overrides it), False to keep them in memory only.
         max_cached_images: how many (image, size, depth) token sets stay in memory.
+        precision: "auto" (default: bf16 on a CUDA GPU, fp32 on the CPU), "fp32", "bf16" or "fp16"
+            (CUDA only). Reduced precisions run the towers under autocast (the model is not
+            converted); every cache keeps fp32 and reduced-precision results apart. Each method
+            also takes ``precision=`` for one call, and a ``using_precision(...)`` block other than
+            "auto" overrides this setting for the calls inside it.
 
     Safe to call from several threads (widgets compute in the background): model work is
     serialised by ``model_lock``; code that runs ``self.model.model`` directly holds it too.
@@ -50,12 +56,14 @@ class Explainer:
     max_tokens: int = MAX_TOKENS  # explain() refuses larger inputs; set per instance or pass max_tokens=
 
     def __init__(self, model: LoadedModel | nn.Module | str, cache_dir: str | os.PathLike | bool | None = None,
-                 max_cached_images: int = 16):
+                 max_cached_images: int = 16, precision: str = "auto"):
         if isinstance(model, str):
             model = load_model(model)
         elif isinstance(model, nn.Module):
             model = wrap_model(model)
         self.model: LoadedModel = model
+        self.precision: str = check_precision(precision)
+        resolve_precision(precision, self.model.device)  # fp16 on the CPU fails here, not at the first call
         self._tokens = LRUCache(max_cached_images)
         self._labels: dict[tuple[str, str], torch.Tensor] = {}
         self._store = None if cache_dir is False else FeatureStore(default_cache_dir() if cache_dir in (None, True)
@@ -76,6 +84,10 @@ class Explainer:
             self._fingerprint_seen = fingerprint
         return fingerprint, signature
 
+    def resolved_precision(self, precision: str | None = None) -> Precision:
+        """What a call with ``precision`` runs in on this model's device (see ``precision`` above)."""
+        return Precision.resolve(precision, self.model.device, own=check_precision(self.precision))
+
     # --- inputs ---------------------------------------------------------------------------
 
     def prepare_image(self, image: ImageInput) -> np.ndarray:
@@ -83,33 +95,47 @@ class Explainer:
         return image if _is_rgb(image) else load_image(image)
 
     def image_tokens(self, rgb: np.ndarray, size: int | tuple[int, int] = 224, depth: int = 6,
-                     resnet_mode: str = "repo") -> ImageTokens:
-        """Raw and surgery tokens of one RGB image ([1, 1+N, D] each), cached by content and settings."""
+                     resnet_mode: str = "repo", precision: str | None = None) -> ImageTokens:
+        """Raw and surgery tokens of one RGB image ([1, 1+N, D] each), cached by content, settings and precision."""
+        return self.image_tokens_many([rgb], size, depth, resnet_mode, precision)[0]
+
+    def image_tokens_many(self, rgbs: Sequence[np.ndarray], size: int | tuple[int, int] = 224, depth: int = 6,
+                          resnet_mode: str = "repo", precision: str | None = None) -> list[ImageTokens]:
+        """:meth:`image_tokens` of several RGB images; the uncached ones run as ONE batch [B, 3, S_h, S_w]."""
         hw = check_input_size(size, self.model.patch_size)
+        p = self.resolved_precision(precision)
         fingerprint, signature = self._weights()
-        key = (content_hash(rgb), hw, depth if self.model.family == "vit" else resnet_mode, fingerprint)
-        cached = self._tokens.get(key)
-        if cached is not None:
-            return cached
-        pixels = preprocess(rgb, hw, self.model.mean, self.model.std, self.model.patch_size).to(self.model.device)
-        with self.model_lock:
-            tokens = encode_image_tokens(self.model.model, pixels, depth=depth, resnet_mode=resnet_mode)
-        tokens = ImageTokens(raw=tokens.raw.float().cpu(), surgery=tokens.surgery.float().cpu(), grid=tokens.grid)
-        if self.model.watch.unchanged(signature):
-            self._tokens.put(key, tokens)
-        return tokens
+        setting = depth if self.model.family == "vit" else resnet_mode
+        keys = [(content_hash(rgb), hw, setting, fingerprint, *p.cache_tag) for rgb in rgbs]
+        found = [self._tokens.get(key) for key in keys]
+        missing = [i for i, tokens in enumerate(found) if tokens is None]
+        if missing:
+            pixels = torch.cat([preprocess(rgbs[i], hw, self.model.mean, self.model.std, self.model.patch_size)
+                                for i in missing]).to(self.model.device)
+            with self.model_lock:
+                batch = encode_image_tokens(self.model.model, pixels, depth=depth, resnet_mode=resnet_mode,
+                                            precision=p.name)
+            keep = self.model.watch.unchanged(signature)
+            for row, i in enumerate(missing):
+                found[i] = ImageTokens(raw=batch.raw[row:row + 1].float().cpu().clone(),
+                                       surgery=batch.surgery[row:row + 1].float().cpu().clone(), grid=batch.grid)
+                if keep:
+                    self._tokens.put(keys[i], found[i])
+        return found
 
     def method_tokens(self, rgb: np.ndarray, size: int | tuple[int, int], methods: Sequence[str], depth: int = 6,
-                      resnet_mode: str = "repo", method_params: dict | None = None) -> tuple[dict, tuple[int, int]]:
+                      resnet_mode: str = "repo", method_params: dict | None = None, precision: str | None = None
+                      ) -> tuple[dict, tuple[int, int]]:
         """Projected tokens [1, 1+N, D] (CPU float32) of each dense method, and the grid.
 
         raw and clip_surgery come from :meth:`image_tokens` (ViT and ResNet); the other methods
         from one shared pass of :func:`encode_dense_many`, cached per (image, size, method, params).
         """
         params = method_params or {}
+        p = self.resolved_precision(precision)
         out: dict[str, torch.Tensor] = {}
         if {"raw", "clip_surgery"} & set(methods) and not set(params) & {"raw", "clip_surgery"}:
-            tokens = self.image_tokens(rgb, size, depth, resnet_mode)
+            tokens = self.image_tokens(rgb, size, depth, resnet_mode, precision=p.name)
             out.update(raw=tokens.raw, clip_surgery=tokens.surgery)
             grid = tokens.grid
         others = [m for m in methods if m not in out]
@@ -117,14 +143,14 @@ class Explainer:
             return {m: out[m] for m in methods}, grid
         hw = check_input_size(size, self.model.patch_size)
         fingerprint, signature = self._weights()
-        image_key = (content_hash(rgb), hw, fingerprint)
+        image_key = (content_hash(rgb), hw, fingerprint, *p.cache_tag)
         requests = [(m, dict(params.get(m, {}), **({"depth": depth} if m == "clip_surgery" else {}))) for m in others]
         keys = {m: image_key + (m, tuple(sorted(p.items()))) for m, p in requests}
         found = {m: self._tokens.get(keys[m]) for m, _ in requests}
         missing = [(m, p) for m, p in requests if found[m] is None]
         if missing:
             pixels = preprocess(rgb, hw, self.model.mean, self.model.std, self.model.patch_size).to(self.model.device)
-            with self.model_lock:
+            with self.model_lock, using_precision(p.name):
                 dense = encode_dense_many(self.model.model, pixels, missing)
             keep = self.model.watch.unchanged(signature)
             for m, _ in missing:
@@ -135,15 +161,17 @@ class Explainer:
             out[m], grid = found[m]
         return {m: out[m] for m in methods}, grid
 
-    def label_features(self, labels: Sequence[str], templates: Sequence[str] | None = TEMPLATES) -> torch.Tensor:
-        """Normalised prompt-ensembled features [T, D] (CPU float32), each label computed once.
+    def label_features(self, labels: Sequence[str], templates: Sequence[str] | None = TEMPLATES,
+                       precision: str | None = None) -> torch.Tensor:
+        """Normalised prompt-ensembled features [T, D] (CPU float32), each label computed once per precision.
 
         Disk entries are validated (shape [D], float32, finite); a bad one is deleted and recomputed.
         """
         labels = list(labels)  # any iterable, read once
         templates = None if templates is None else check_templates(templates)
+        p = self.resolved_precision(precision)
         fingerprint, signature = self._weights()
-        namespace = content_hash(fingerprint, templates)
+        namespace = content_hash(fingerprint, templates, *p.cache_tag)  # fp32 namespaces as before
         found: dict[str, torch.Tensor] = {}
         for label in dict.fromkeys(labels):
             memo = self._labels.get((namespace, label))
@@ -155,7 +183,8 @@ class Explainer:
         missing = [label for label in dict.fromkeys(labels) if label not in found]
         if missing:
             with self.model_lock:
-                feats = encode_texts(self.model.model, self.model.tokenizer, missing, templates=templates)
+                feats = encode_texts(self.model.model, self.model.tokenizer, missing, templates=templates,
+                                     precision=p.name)
             keep = self.model.watch.unchanged(signature)  # else these belong to weights changed meanwhile
             for label, feat in zip(missing, feats.float().cpu()):
                 found[label] = feat
@@ -165,14 +194,15 @@ class Explainer:
                         self._store.put(namespace, label, feat.numpy())
         return torch.stack([found[label] for label in labels])
 
-    def empty_feature(self, templates: Sequence[str] | None = TEMPLATES) -> torch.Tensor:
+    def empty_feature(self, templates: Sequence[str] | None = TEMPLATES, precision: str | None = None) -> torch.Tensor:
         """The redundant feature r [D]: prompt-ensembled "" (docs/algorithms.md#feature-surgery), computed once per model and templates."""
-        return self.label_features([""], templates)[0]
+        return self.label_features([""], templates, precision)[0]
 
-    def target_features(self, targets: Sequence[str], templates: Sequence[str] | None = TEMPLATES) -> torch.Tensor:
+    def target_features(self, targets: Sequence[str], templates: Sequence[str] | None = TEMPLATES,
+                        precision: str | None = None) -> torch.Tensor:
         """Features [T, D] of targets; an "a+b" target is the normalised mean of its parts' features."""
         parts = [parse_target(t) for t in targets]
-        flat = self.label_features([p for ps in parts for p in ps], templates)
+        flat = self.label_features([p for ps in parts for p in ps], templates, precision)
         out, i = [], 0
         for ps in parts:
             out.append(F.normalize(flat[i:i + len(ps)].mean(0), dim=-1) if len(ps) > 1 else flat[i])
@@ -185,7 +215,8 @@ class Explainer:
                 redundancy: str = "auto", size: int | tuple[int, int] = 224, depth: int = 6,
                 templates: Sequence[str] | None = TEMPLATES, resnet_mode: str = "repo",
                 methods: Sequence[str] | None = None, feature_surgery: bool | None = None,
-                method_params: dict[str, dict] | None = None, max_tokens: int | None = None) -> Explanation:
+                method_params: dict[str, dict] | None = None, max_tokens: int | None = None,
+                precision: str | None = None) -> Explanation:
         """Similarity maps of ``labels`` on ``image``.
 
         Args:
@@ -203,6 +234,7 @@ class Explainer:
             method_params: per-method parameters, e.g. {"naclip": {"gaussian_std": 3.0}}.
             max_tokens: the most patch tokens an input may have (default ``self.max_tokens``,
                 :data:`~.limits.MAX_TOKENS` = 4,096); larger sizes are refused before anything runs.
+            precision: this call's precision ("auto", "fp32", "bf16", "fp16"); None: the explainer's.
 
         Memory: the result keeps patch scores only, 4 * T * (N + 1) bytes per method; full-size
         maps are made when read (``maps``: 4 * T * H * W bytes, ``map_for``: 4 * H * W).
@@ -218,11 +250,12 @@ class Explainer:
         hw = check_input_size(size, self.model.patch_size)
         check_memory(self.model, hw, len(labels), len(names), self.max_tokens if max_tokens is None else max_tokens)
         rgb = self.prepare_image(image)
-        tokens, grid = self.method_tokens(rgb, size, names, depth, resnet_mode, method_params)
+        precision = self.resolved_precision(precision).name  # one precision for the whole call
+        tokens, grid = self.method_tokens(rgb, size, names, depth, resnet_mode, method_params, precision)
         t1 = time.perf_counter()
-        text = self.target_features(labels, templates)
+        text = self.target_features(labels, templates, precision)
         mode = ("labels" if len(labels) >= 2 else "empty") if redundancy == "auto" else redundancy
-        redundant = self.empty_feature(templates) if mode == "empty" else None
+        redundant = self.empty_feature(templates, precision) if mode == "empty" else None
         t2 = time.perf_counter()
         image_size = rgb.shape[:2]
         modes = {name: mode if (name == "clip_surgery" if feature_surgery is None else feature_surgery) else "none"
@@ -242,16 +275,32 @@ class Explainer:
             timings={"image": t1 - t0, "text": t2 - t1, "surgery": t3 - t2, "maps": t4 - t3, "total": t4 - t0})
 
     def target_part_scores(self, image: ImageInput, target: str, size: int | tuple[int, int] = 224,
-                           depth: int = 6, templates: Sequence[str] | None = TEMPLATES) -> np.ndarray:
+                           depth: int = 6, templates: Sequence[str] | None = TEMPLATES,
+                           precision: str | None = None) -> np.ndarray:
         """Single-text surgery patch scores [N, P] of each part of an "a+b" target (for SAM points)."""
         rgb = self.prepare_image(image)
-        tokens = self.image_tokens(rgb, size, depth)
+        precision = self.resolved_precision(precision).name
+        tokens = self.image_tokens(rgb, size, depth, precision=precision)
         parts = parse_target(target)
         feats = F.normalize(tokens.surgery, dim=-1)
-        redundant = self.empty_feature(templates)
-        cols = [feature_surgery(feats, self.label_features([p], templates), redundant=redundant, mode="empty")[0, 1:, 0]
-                for p in parts]
+        redundant = self.empty_feature(templates, precision)
+        cols = [feature_surgery(feats, self.label_features([p], templates, precision), redundant=redundant,
+                                mode="empty")[0, 1:, 0] for p in parts]
         return torch.stack(cols, dim=1).numpy().astype(np.float32)
+
+    def explain_many(self, images: Iterable[ImageInput], labels: Sequence[str] | str, batch_size: int = 8,
+                     progress: bool = True, on_result: Callable[[int, np.ndarray, Explanation], None] | None = None,
+                     **options) -> list[Explanation]:
+        """:meth:`explain` for each image, the image towers run in batches (see :mod:`.batch_explain`).
+
+        Results equal ``[self.explain(image, labels, **options) for image in images]`` (to float
+        rounding); ``progress`` shows a tqdm bar; ``on_result(index, rgb, explanation)`` is called as
+        each image is done (images are loaded a batch at a time). ``options``: explain()'s keywords.
+        """
+        from .batch_explain import explain_many
+
+        return explain_many(self, images, labels, batch_size=batch_size, progress=progress, on_result=on_result,
+                            **options)
 
     def clear_cache(self) -> None:
         """Forget cached image tokens and in-memory label features (the disk store is kept)."""

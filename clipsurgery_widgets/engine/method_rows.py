@@ -138,7 +138,7 @@ def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
     return values
 
 
-def kind_attention(model: Any, pixels: torch.Tensor, kind: str) -> KindAttention:
+def kind_attention(model: Any, pixels: torch.Tensor, kind: str, precision: str | None = None) -> KindAttention:
     """The attention of ``kind`` at the last block of the image tower (one ``method_attention`` call).
 
     model: a LoadedModel or open_clip CLIP with a ViT image tower (never modified).
@@ -149,17 +149,18 @@ def kind_attention(model: Any, pixels: torch.Tensor, kind: str) -> KindAttention
         raise AttentionInputError(f"kind_attention takes one image at a time (got a batch of {pixels.shape[0]}); "
                                   f"pass pixels[i:i + 1] for each image.")
     method, params = KIND_METHODS[kind]
-    result = method_attention(model, pixels, method, **params)  # the last block
+    result = method_attention(model, pixels, method, precision=precision, **params)  # the last block
     scale = KIND_SCALES.get(kind, 1.0)
     weights = result.weights[0].cpu()
     return KindAttention(weights=weights / scale if scale != 1.0 else weights, grid=result.grid, kind=kind,
                          method=method, params=result.params, layer=result.layer, scale=scale)
 
 
-def image_kind_attention(model: Any, rgb: np.ndarray, size: int | tuple[int, int], kind: str) -> KindAttention:
+def image_kind_attention(model: Any, rgb: np.ndarray, size: int | tuple[int, int], kind: str,
+                         precision: str | None = None) -> KindAttention:
     """:func:`kind_attention` of RGB uint8 [H, W, 3] resized to ``size`` (S or (S_h, S_w)); model: a LoadedModel."""
     pixels = preprocess(rgb, size, model.mean, model.std, model.patch_size).to(model.device)
-    return kind_attention(model, pixels, kind)
+    return kind_attention(model, pixels, kind, precision)
 
 
 def method_rows(model: Any, pixels: torch.Tensor, query: Query, kinds: Sequence[str] = METHOD_KINDS,

@@ -34,13 +34,17 @@ class _ItemWorker:
 
             torch.set_num_threads(threads)
         self.task = factory()
+        self.precision = getattr(factory, "precision", None)
 
     def __call__(self, batch: dict) -> dict:
         # A skipped item travels as its skip record, as in a local run.
         from .tasks.base import attempt_item
 
+        from ..engine.precision import using_precision
+
         ids = [str(i) for i in batch["item"]]
-        stats = [pickle.dumps(attempt_item(self.task, i), protocol=pickle.HIGHEST_PROTOCOL) for i in ids]
+        with using_precision(self.precision):
+            stats = [pickle.dumps(attempt_item(self.task, i), protocol=pickle.HIGHEST_PROTOCOL) for i in ids]
         return {"item": ids, "stats": stats}
 
 

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from ..engine.precision import check_precision, scoped_precision, using_precision
 from .result import EvaluationResult
 from .store import FORMAT_VERSION, ItemStore
 from .tasks import ItemStats, Task, attempt_item, is_skip, make_task, skip_reason
@@ -28,7 +29,8 @@ def evaluate(task: str = "seg", dataset: str | None = None, root: str | Path | N
              methods: str | Sequence[str] | None = None, model: Any = "ViT-B-16", out: str | Path | None = None,
              limit: int | None = None, engine: str = "local", progress: bool | Progress = True, *,
              pretrained: str | None = "openai", checkpoint: str | Path | None = None, device: str | None = None,
-             trust_checkpoint: bool = False, workers: int = 2, **settings: Any) -> EvaluationResult:
+             trust_checkpoint: bool = False, workers: int = 2, precision: str | None = None,
+             **settings: Any) -> EvaluationResult:
     """Evaluate methods on a dataset and return (and, with ``out``, write) the numbers.
 
     Args:
@@ -47,6 +49,8 @@ def evaluate(task: str = "seg", dataset: str | None = None, root: str | Path | N
         pretrained, checkpoint, device, trust_checkpoint: how to load ``model`` when it is a name
             (see load_model).
         workers: Ray actors (engine="ray"), each with its own model.
+        precision: "auto", "fp32", "bf16" or "fp16" for every engine call (None: an enclosing
+            ``using_precision`` block, else fp32); recorded with the results, so a resume never mixes them.
         **settings: task settings; for "seg": split, classes, templates, short_side, crop, stride,
             logit_scale, prob_thd, area_thd (None = off), pamr_steps (or pamr).
 
@@ -67,7 +71,11 @@ def evaluate(task: str = "seg", dataset: str | None = None, root: str | Path | N
     items = job.items()[:limit] if limit else job.items()
     spec = ModelSpec.from_argument(model, pretrained, checkpoint, device, trust_checkpoint)
     store = ItemStore(out) if out is not None else None
+
+    precision = check_precision(precision) if precision is not None else (scoped_precision() or "fp32")
     manifest = {"format": FORMAT_VERSION, "task": job.name, "settings": job.settings(), "model": spec.identity()}
+    if precision != "fp32":  # fp32 runs keep the manifest of earlier versions, so they still resume
+        manifest["precision"] = precision
     if store is not None:
         store.open(manifest)
     done = (store.done() & set(items)) if store is not None else set()
@@ -81,8 +89,8 @@ def evaluate(task: str = "seg", dataset: str | None = None, root: str | Path | N
             if engine == "local":
                 stream = _run_local(job, spec, pending, timings)
             else:
-                stream = _run_ray(job.name, task_settings, spec, pending, workers)
-            for item_id, stats in stream:
+                stream = _run_ray(job.name, task_settings, spec, pending, workers, precision)
+            for item_id, stats in _in_precision(stream, precision):
                 if store is not None:
                     store.write(item_id, stats)
                 else:
@@ -125,13 +133,25 @@ def _run_local(job: Task, spec: ModelSpec, pending: list[str], timings: dict) ->
         yield item_id, attempt_item(job, item_id)
 
 
+def _in_precision(stream: Iterable[tuple[str, ItemStats]], precision: str) -> Iterable[tuple[str, ItemStats]]:
+    """Each item of a lazy stream computed inside ``using_precision(precision)`` (this thread only)."""
+    iterator = iter(stream)
+    while True:
+        with using_precision(precision):
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+        yield item
+
+
 def _run_ray(task_name: str, task_settings: dict, spec: ModelSpec, pending: list[str],
-             workers: int) -> Iterable[tuple[str, ItemStats]]:
+             workers: int, precision: str = "fp32") -> Iterable[tuple[str, ItemStats]]:
     try:
         from . import ray_engine
     except ImportError as exc:
         raise ImportError(f"engine='ray' needs Ray: pip install 'clipsurgery-widgets[distributed]' ({exc}).") from None
-    factory = TaskFactory(task_name, task_settings, spec.portable())
+    factory = TaskFactory(task_name, task_settings, spec.portable(), precision)
     streaming = getattr(ray_engine, "iter_items", None)  # (id, stats) as items finish: saved at once
     if streaming is not None:
         yield from streaming(factory, pending, workers)

@@ -71,6 +71,7 @@ class TaskFactory:
     task_name: str
     task_settings: dict
     model: ModelSpec
+    precision: str = "fp32"  # every engine call of the worker's items runs in it
 
     def __call__(self) -> Task:
         task = make_task(self.task_name, **self.task_settings)

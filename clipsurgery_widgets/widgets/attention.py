@@ -241,7 +241,7 @@ class AttentionExplorer(KindPanels, ExplorerWidget, AttentionSettings):
         self._request_kinds()
 
     def _key(self, image_hash: str, size: int | tuple[int, int]) -> tuple:
-        return image_hash, size, self.explainer.model.fingerprint
+        return image_hash, size, self.explainer.model.fingerprint, self.precision
 
     def _capture_for(self, rgb: np.ndarray, size: int | tuple[int, int], key: tuple | None = None
                      ) -> AttentionCapture:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import traitlets
-from matplotlib import colormaps
 
 from ..engine.attention import AttentionInputError, Query, check_query
 from ..engine.images import check_input_size
 from ..engine.method_rows import METHOD_KINDS, is_capture_kind
 from ..figures.style import DEFAULT_CMAP, DEFAULT_OPACITY
-from .state import InputSize, Integer, InvalidStateError, Number, Text, invalid
+from .state import (ColourMap, InputSize, Integer, InvalidStateError, Number, invalid)
 
 
 class AttentionSettings(traitlets.HasTraits):
@@ -31,7 +30,7 @@ class AttentionSettings(traitlets.HasTraits):
     head = traitlets.Any(None, allow_none=True, help="The head shown, or None for the mean of the heads' rows.")
     size = InputSize(224, help="Model input size: S or (S_h, S_w), multiples of the patch size.")
     radius = Number(1.0, low=0.0, help="Radius in cells (Chebyshev) of the 'mass within the radius' statistic.")
-    cmap = Text(DEFAULT_CMAP, help="Colour map of the attention maps (a matplotlib name).")
+    cmap = ColourMap(DEFAULT_CMAP, help="Colour map of the attention maps (a matplotlib name).")
     opacity = Number(DEFAULT_OPACITY, low=0.0, high=1.0, help="Weight of the maps over the image.")
     kinds = traitlets.Any(("qk", "vv"), help="The attention kinds of the map panels (engine.method_rows.METHOD_KINDS).")
 
@@ -79,11 +78,6 @@ class AttentionSettings(traitlets.HasTraits):
         except AttentionInputError as exc:
             raise InvalidStateError(f"{type(self).__name__}.query = {value!r} is not valid: {exc}") from None
 
-    @traitlets.validate("cmap")
-    def _valid_cmap(self, proposal: dict) -> str:
-        if proposal["value"] not in colormaps:
-            raise invalid(self, "cmap", proposal["value"], "a matplotlib colour map name such as 'jet' or 'viridis'")
-        return proposal["value"]
 
     def _grid(self) -> tuple[int, int]:
         """(gh, gw): the patch grid at the current input size."""

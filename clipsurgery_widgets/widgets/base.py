@@ -86,9 +86,9 @@ class PrecisionSetting(traitlets.HasTraits):
 
     @traitlets.observe("precision")
     def _on_precision(self, change: dict) -> None:
-        self._guarded(self._precision_changed, "changing the precision")()
+        self._guarded(self._recompute_in_precision, "changing the precision")()
 
-    def _precision_changed(self) -> None:
+    def _recompute_in_precision(self) -> None:
         """Show the precision on the toggle and compute the current image again in it (results are
         cached per precision, so going back to an earlier setting is quick)."""
         toggle = getattr(self, "_controls", {}).get("precision")

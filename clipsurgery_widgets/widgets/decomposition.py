@@ -13,7 +13,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import traitlets
-from matplotlib import colormaps
 
 from ..engine.decomposition.ablation import Ablation, DecompositionInputError
 from ..engine.decomposition.session import DecompositionSession
@@ -24,7 +23,7 @@ from .base import ExplorerWidget
 from .decomposition_controls import (build_controls, control_rows, image_options, link_controls, on_click,
                                      replace_options)
 from .decomposition_view import DecompositionView
-from .state import (Choice, Integer, InvalidStateError, LabelList, Number, OneOf, Text, invalid)
+from .state import (Choice, ColourMap, Integer, InvalidStateError, LabelList, Number, OneOf, invalid)
 
 
 class DecompositionExplorer(ExplorerWidget):
@@ -58,7 +57,7 @@ class DecompositionExplorer(ExplorerWidget):
     ablation = traitlets.Any(Ablation(), help="What is mean-ablated (an engine Ablation).")
     m = Integer(10, low=1, help="TEXTSPAN: texts per head.")
     rank = Integer(80, low=1, help="TEXTSPAN: rank of the projection of the texts.")
-    cmap = Text("jet", help="Colour map of the head maps: a matplotlib name.")
+    cmap = ColourMap("jet", help="Colour map of the head maps: a matplotlib name.")
     opacity = Number(0.6, low=0.0, high=1.0, help="Weight of the maps over the image.")
     heat_side = Integer(200, low=16, help="Maps are sent at about this many pixels on their long side.")
     #: a refused input pauses the shown image's decomposition; the set's pass and a head's texts go on.
@@ -124,11 +123,6 @@ class DecompositionExplorer(ExplorerWidget):
         except DecompositionInputError as exc:
             raise InvalidStateError(f"{type(self).__name__}.{name} = {value!r} is not valid: {exc}") from None
 
-    @traitlets.validate("cmap")
-    def _valid_cmap(self, proposal: dict) -> str:
-        if proposal["value"] not in colormaps:
-            raise invalid(self, "cmap", proposal["value"], "a matplotlib colour map name such as 'jet' or 'viridis'")
-        return proposal["value"]
 
     # --- Python API --------------------------------------------------------------------------
 
@@ -233,6 +227,12 @@ class DecompositionExplorer(ExplorerWidget):
             self.selected_head = (layer, head)
 
     # --- background jobs ---------------------------------------------------------------------
+
+    def _recompute_in_precision(self) -> None:
+        """The shown image and the set's pass again in the new precision (the set itself is kept)."""
+        super()._recompute_in_precision()
+        self._request_image()
+        self._request_pass()
 
     def _request_image(self) -> None:
         index, labels, session = self.image_index, list(self.labels), self.session

@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import traitlets
-from matplotlib import colormaps
 
 from ..engine.explainer import REDUNDANCY_MODES
 from ..figures.style import method_name
 from .heatmap_plan import METHOD_CHOICES, RESNET_CHOICES, VIEWS
-from .state import (Choice, InputSize, Integer, LabelList, Number, OneOf, OptionalNumber, Text, invalid)
+from .state import (Choice, ColourMap, InputSize, Integer, LabelList, Number, OneOf, OptionalNumber, invalid)
 
 
 class HeatmapSettings(traitlets.HasTraits):
@@ -42,7 +41,7 @@ class HeatmapSettings(traitlets.HasTraits):
                                                'or "none".')
     size = InputSize(224, help="Model input size: an int S or (H, W), multiples of the patch size.")
     depth = Integer(6, help="Surgery depth: how many final blocks get the v-v path (ViT), 1..number of blocks.")
-    cmap = Text("jet", help="Colour map of the heat maps: a matplotlib name.")
+    cmap = ColourMap("jet", help="Colour map of the heat maps: a matplotlib name.")
     opacity = Number(0.6, low=0.0, high=1.0, help="Weight of the heat map over the image.")
     threshold = OptionalNumber(None, low=0.0, high=1.0, help="Outline where the map >= threshold, in (0, 1]; "
                                                              "None: no outline.")
@@ -94,11 +93,6 @@ class HeatmapSettings(traitlets.HasTraits):
                           else f"a whole number from 1 to {top} (this model has {top} blocks)")
         return value
 
-    @traitlets.validate("cmap")
-    def _valid_cmap(self, proposal: dict) -> str:
-        if proposal["value"] not in colormaps:
-            raise invalid(self, "cmap", proposal["value"], "a matplotlib colour map name such as 'jet' or 'viridis'")
-        return proposal["value"]
 
     @traitlets.validate("threshold")
     def _valid_threshold(self, proposal: dict) -> float | None:

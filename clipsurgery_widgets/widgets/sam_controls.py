@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import html
+import time
+from typing import Callable
 
 import ipywidgets as widgets
+
+from .base import precision_toggle
 
 MODES = (("click adds positive", "positive"), ("click adds negative", "negative"), ("drag a box", "box"))
 _WIDE = {"description_width": "initial"}
@@ -57,17 +61,27 @@ def arrange(controls: dict[str, widgets.Widget], status: widgets.Widget, error: 
     return [
         widgets.HBox([c["text"], c["upload"]], layout=wrap),
         widgets.HBox([c["mode"], c["undo"], c["redo"], c["reset"], c["clear"]], layout=wrap),
-        widgets.HBox([c["candidates"], c["opacity"], c["outline"], c["threshold"]], layout=wrap),
+        widgets.HBox([c["candidates"], c["opacity"], c["outline"], c["threshold"], precision_toggle(c)],
+                     layout=wrap),
         status, widgets.HBox([c["sam_progress"], c["sam_status"]], layout=wrap),
         error, box,
     ]
 
 
 class EmbeddingLine:
-    """The SAM line under the status line: embedding progress (a bar) and readiness, as plain text in ``text``."""
+    """The SAM line under the status line: embedding progress (a bar), the expected time, and readiness,
+    as plain text in ``text``.
 
-    def __init__(self, html_widget: widgets.HTML, bar: widgets.FloatProgress):
+    The expected time comes from the rate so far (elapsed / fraction) once a tenth is done, before that
+    from how long the previous embedding took in this widget, if any.
+    """
+
+    def __init__(self, html_widget: widgets.HTML, bar: widgets.FloatProgress,
+                 clock: Callable[[], float] = time.monotonic):
         self._html, self._bar = html_widget, bar
+        self._clock = clock
+        self._started: float | None = None
+        self.last_seconds: float | None = None  # the previous embedding's duration
         self.text = ""
 
     def show(self, text: str, busy: bool = False) -> None:
@@ -77,18 +91,41 @@ class EmbeddingLine:
 
     def started(self) -> None:
         self._bar.value = 0.0
-        self.show("SAM: computing the image embedding…", busy=True)
+        self._started = self._clock()
+        expected = f" (about {_seconds(self.last_seconds)}, as the last image)" if self.last_seconds else ""
+        self.show(f"SAM: computing the image embedding{expected}…", busy=True)
+
+    def remaining(self, fraction: float) -> float | None:
+        """Expected seconds left at ``fraction`` done, or None when there is nothing to go on yet."""
+        if self._started is None:
+            return None
+        elapsed = self._clock() - self._started
+        if fraction >= 0.1 and elapsed > 0:
+            return elapsed * (1.0 - fraction) / fraction
+        if self.last_seconds:
+            return max(self.last_seconds - elapsed, 0.0)
+        return None
 
     def progress(self, fraction: float, message: str) -> None:
         self._bar.value = float(fraction)
-        self.show(f"SAM: {message} ({fraction:.0%}). Type a text or move sliders meanwhile; clicks work once it "
-                  f"is ready.", busy=fraction < 1.0)
+        left = self.remaining(float(fraction)) if fraction < 1.0 else None
+        eta = f", about {_seconds(left)} left" if left is not None else ""
+        self.show(f"SAM: {message} ({fraction:.0%}{eta}). Type a text or move sliders meanwhile; clicks work once "
+                  f"it is ready.", busy=fraction < 1.0)
 
     def ready(self, seconds: float) -> None:
         self._bar.value = 1.0
+        self.last_seconds = float(seconds)
+        self._started = None
         self.show(f"SAM ready: image embedding in {seconds:.1f} s. Click the right panel to add points.")
 
     @property
     def fraction(self) -> float:
         """How much of the embedding is done, 0..1."""
         return float(self._bar.value)
+
+
+def _seconds(value: float) -> str:
+    """A duration for the SAM line: "12 s", "2 min 5 s"."""
+    value = max(0, round(value))
+    return f"{value} s" if value < 60 else f"{value // 60} min {value % 60} s"

@@ -23,7 +23,7 @@ from ..engine.errors import ClipSurgeryError, TextInputError
 from ..engine.images import check_input_size
 from ..engine.text.labels import parse_labels, parse_target
 
-__all__ = ["InvalidStateError", "Number", "Integer", "Choice", "Flag", "Text", "OptionalNumber", "InputSize", "LabelList",
+__all__ = ["InvalidStateError", "Number", "Integer", "Choice", "Flag", "Text", "OptionalNumber", "InputSize", "LabelList", "ColourMap",
            "OneOf", "link_control", "link_choice", "refuse", "accept"]
 
 
@@ -121,6 +121,17 @@ class Text(traitlets.Unicode):
             return ""
         if not isinstance(value, str):
             raise invalid(obj, self.name, value, "a string")
+        return value
+
+
+class ColourMap(traitlets.Unicode):
+    """The name of a matplotlib colour map (e.g. "jet", "viridis")."""
+
+    def validate(self, obj: Any, value: Any) -> str:
+        from matplotlib import colormaps
+
+        if not isinstance(value, str) or value not in colormaps:
+            raise invalid(obj, self.name, value, "a matplotlib colour map name such as 'jet' or 'viridis'")
         return value
 
 

@@ -14,7 +14,6 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import traitlets
-from matplotlib import colormaps
 
 from ..engine.attribution import (SCORE_SOURCES, RegionRanking, TokenAttribution, token_attributions)
 from ..engine.errors import TextInputError
@@ -24,7 +23,7 @@ from ..figures.style import DEFAULT_CMAP, DEFAULT_OPACITY
 from ..figures.tokens import MARKINGS, token_figure
 from .base import ExplorerWidget
 from .jobs import Job
-from .state import (Choice, Flag, InputSize, Integer, InvalidStateError, Number, Text, invalid, link_control)
+from .state import (Choice, ColourMap, Flag, InputSize, Integer, InvalidStateError, Number, Text, invalid, link_control)
 from .tokens_controls import arrange, build_controls, offer, size_label
 from .tokens_view import TokenView, heat_title
 
@@ -53,7 +52,7 @@ class TokenExplorer(ExplorerWidget):
     include_special = Flag(False, help="Show and rank the start/end tokens.")
     include_punctuation = Flag(True, help="Show and rank tokens made only of punctuation.")
     marking = Choice(MARKINGS, help='Chip colours: "top3" (red, yellow, cyan) or "scale" (every chip).')
-    cmap = Text(DEFAULT_CMAP, help="Matplotlib colour map of the heat map and of the chip colour scale.")
+    cmap = ColourMap(DEFAULT_CMAP, help="Matplotlib colour map of the heat map and of the chip colour scale.")
     opacity = Number(DEFAULT_OPACITY, low=0.0, high=1.0, help="Weight of the heat map over the image.")
     size = InputSize(224, help="Model input size: an int S or (H, W), whole patches (like the engine).")
     depth = Integer(6, low=1, help="Surgery depth: 1 to the ViT's number of blocks (a ResNet ignores it).")
@@ -91,11 +90,6 @@ class TokenExplorer(ExplorerWidget):
 
     # --- validation beyond each trait's own rule -----------------------------------------------
 
-    @traitlets.validate("cmap")
-    def _valid_cmap(self, proposal: dict) -> str:
-        if proposal["value"] not in colormaps:
-            raise invalid(self, "cmap", proposal["value"], "a matplotlib colour map name such as 'jet' or 'viridis'")
-        return proposal["value"]
 
 
     @traitlets.validate("caption")

@@ -5,6 +5,8 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from .base import precision_toggle
+
 SCORES = (("global token", "global"), ("max over patches", "max"))
 MARKINGS = (("top three", "top3"), ("colour scale", "scale"))
 SIZES = (224, 336, 448, 512)
@@ -74,7 +76,8 @@ def arrange(controls: dict[str, widgets.Widget], status: widgets.Widget, error: 
     return [
         widgets.HBox([controls["caption"], controls["upload"]], layout=wrap),
         widgets.HBox([controls["score"], controls["special"], controls["punctuation"]], layout=wrap),
-        widgets.HBox([controls[n] for n in ("marking", "cmap", "opacity", "size", "depth")], layout=wrap),
+        widgets.HBox([*(controls[n] for n in ("marking", "cmap", "opacity", "size", "depth")),
+                      precision_toggle(controls)], layout=wrap),
         status, error,
         widgets.HBox([left, right], layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start",
                                                           width="100%")),

@@ -21,9 +21,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..cache import (content_hash, default_cache_dir, npz_bytes, read_cache_file, write_cache_file)
-from ..errors import ClipSurgeryError
+from ..errors import ClipSurgeryError, ImageInputError
 from ..images import check_input_size, load_image, preprocess
 from ..loading import LoadedModel, wrap_model
+from ..precision import Precision
+from .ablation import IMAGE_SUFFIXES
 from .terms import decompose, vision_tower
 
 # Bump when the saved terms change meaning, so that old files are not reused.
@@ -70,7 +72,7 @@ def decompose_images(model: Any, images: Iterable[Any], size: int | tuple[int, i
                      cache_dir: str | os.PathLike | bool | None = None, progress: bool = True,
                      stop: Callable[[], bool] | threading.Event | None = None,
                      on_image: Callable[[int, int | None], None] | None = None,
-                     lock: ContextManager | None = None) -> ImageSetTerms:
+                     lock: ContextManager | None = None, precision: str | None = None) -> ImageSetTerms:
     """Per-head terms of every image of a set, saved per image and resumed from what is saved.
 
     Args:
@@ -85,9 +87,12 @@ def decompose_images(model: Any, images: Iterable[Any], size: int | tuple[int, i
         on_image: called as ``on_image(done, total)`` after each image (total None if unknown).
         lock: held while each image runs through the model (e.g. ``Explainer.model_lock``), so that
             other threads can use the model between images.
+        precision: "fp32" (None: fp32, or an enclosing using_precision block's), "bf16", "fp16" or
+            "auto"; saved results are kept apart per precision (fp32 keys are as before).
     """
     loaded = _loaded(model)
     visual = vision_tower(loaded)
+    p = Precision.resolve(precision, loaded.device)
     hw = check_input_size(size if size is not None else tuple(visual.image_size), loaded.patch_size)
     fingerprint, signature = loaded.watch.snapshot()
     folder = _folder(cache_dir, fingerprint)
@@ -103,11 +108,11 @@ def decompose_images(model: Any, images: Iterable[Any], size: int | tuple[int, i
                 raise PassInterrupted(f"Stopped after {len(results)} of {total or 'the'} images; their results are "
                                       f"saved, so running the same pass again resumes from there.")
             rgb = image if _is_rgb(image) else load_image(image)
-            key = content_hash(rgb, hw, fingerprint, FORMAT_VERSION)
+            key = content_hash(rgb, hw, fingerprint, FORMAT_VERSION, *p.cache_tag)
             saved = read_cache_file(folder / f"{key}.npz", shapes) if folder else None  # validated
             if saved is None:
                 with lock if lock is not None else nullcontext():
-                    saved = _compute(loaded, rgb, hw)
+                    saved = _compute(loaded, rgb, hw, p.name)
                 if folder and loaded.watch.unchanged(signature):  # never under another weights' key
                     write_cache_file(folder / f"{key}.npz", npz_bytes(saved), folder.parents[1])
             results.append(saved)
@@ -125,9 +130,9 @@ def decompose_images(model: Any, images: Iterable[Any], size: int | tuple[int, i
                          keys=tuple(keys))
 
 
-def _compute(loaded: LoadedModel, rgb: np.ndarray, hw: tuple[int, int]) -> dict[str, np.ndarray]:
+def _compute(loaded: LoadedModel, rgb: np.ndarray, hw: tuple[int, int], precision: str) -> dict[str, np.ndarray]:
     pixels = preprocess(rgb, hw, loaded.mean, loaded.std, loaded.patch_size).to(loaded.device)
-    terms = decompose(loaded, pixels, spatial=False)
+    terms = decompose(loaded, pixels, spatial=False, precision=precision)
     return {"attn": terms.attn[0].cpu().numpy(), "mlp": terms.mlp[0].cpu().numpy(),
             "norm": terms.norm[0].cpu().numpy()}
 
@@ -151,6 +156,19 @@ def _term_shapes(visual: Any) -> dict[str, tuple[int, ...]]:
     blocks = visual.transformer.resblocks
     width = int(visual.output_dim)
     return {"attn": (len(blocks), int(blocks[0].attn.num_heads), width), "mlp": (len(blocks) + 1, width), "norm": ()}
+
+
+def image_list(images: Any) -> list[Any]:
+    """The set as a list: a folder path gives its image files (sorted, recursively)."""
+    if isinstance(images, (str, os.PathLike)) and Path(images).is_dir():
+        images = sorted(p for p in Path(images).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    elif isinstance(images, (str, os.PathLike, np.ndarray)) or not hasattr(images, "__len__"):
+        images = [images]
+    images = list(images)
+    if not images:
+        raise ImageInputError("No images: pass a list of images (paths, arrays, PIL images) or a folder of images; "
+                              "they are the set TEXTSPAN describes heads with and ablation takes means over.")
+    return images
 
 
 def _is_rgb(image: object) -> bool:

@@ -26,12 +26,13 @@ from ..cache import LRUCache
 from ..errors import ClipSurgeryError, ImageInputError
 from ..explainer import Explainer
 from ..images import preprocess
+from ..precision import Precision, check_precision
 from ..text.encoding import TEMPLATES
 from ..text.labels import parse_labels
 from ..towers.vit import num_blocks
-from .ablation import (IMAGE_SUFFIXES, Ablation, AblationResult, DecompositionInputError, MeanTerms,
+from .ablation import (Ablation, AblationResult, DecompositionInputError, MeanTerms,
                        ablated_embeddings, evaluate_ablation, mean_terms, zero_shot_probs)
-from .dataset_pass import ImageSetTerms, decompose_images
+from .dataset_pass import ImageSetTerms, decompose_images, image_list
 from .terms import Decomposition, decompose, spatial_maps, vision_tower
 from .textspan import encode_text_pool, text_pool, text_span
 
@@ -101,11 +102,15 @@ class DecompositionSession:
         texts: TEXTSPAN text pool: None (the pool shipped with the package), a file path, or a list.
         cache_dir: where per-image terms and the encoded pool are kept (None: the user cache dir;
             False: nothing on disk).
+        precision: None (the explainer's), "auto", "fp32", "bf16" or "fp16"; a ``using_precision``
+            block other than "auto" overrides it. The session holds one precision's results at a
+            time: a call in another precision drops them first (saved per-image terms are kept
+            per precision on disk), so results of two precisions never mix.
     """
 
     def __init__(self, explainer: Any, images: Sequence[Any] | str | os.PathLike,
                  texts: Sequence[str] | str | os.PathLike | None = None,
-                 cache_dir: str | os.PathLike | bool | None = None):
+                 cache_dir: str | os.PathLike | bool | None = None, precision: str | None = None):
         visual = vision_tower(explainer)  # refuses ResNets with a clear message
         if not isinstance(explainer, Explainer):
             explainer = Explainer(explainer, cache_dir=cache_dir)
@@ -124,6 +129,19 @@ class DecompositionSession:
         self._decompositions = LRUCache(2)  # index -> spatial Decomposition (about 58 MB each for ViT-B/16)
         self._maps = LRUCache(16)
         self._head_texts: dict[tuple, HeadTexts] = {}
+        self.precision = None if precision is None else check_precision(precision)
+        self._holds = "fp32"  # the precision of everything cached above
+
+    def _in_precision(self) -> str:
+        """The resolved precision of this call; cached results of another precision are dropped first."""
+        own = self.precision or self._explainer.precision
+        name = Precision.resolve(None, self._explainer.model.device, own=own).name
+        with self._lock:
+            if name != self._holds:
+                self._holds, self._terms, self._means, self._pool = name, None, None, None
+                for cache in (self._decompositions, self._maps, self._head_texts):
+                    cache.clear()
+        return name
 
     # --- the image set -----------------------------------------------------------------------
 
@@ -191,6 +209,7 @@ class DecompositionSession:
         stop: when set, the pass raises :class:`PassInterrupted` before the next image; what was
         done stays saved and the next call resumes. progress(text) is told how far it is.
         """
+        precision = self._in_precision()
         with self._pass_lock:
             while True:
                 with self._lock:
@@ -202,7 +221,7 @@ class DecompositionSession:
                 _tell(progress, f"Decomposing the image set: {done}/{total} images…")
                 new = decompose_images(
                     self._explainer, images[done:], cache_dir=self._cache_dir, progress=False, stop=stop,
-                    lock=self._explainer.model_lock,
+                    lock=self._explainer.model_lock, precision=precision,
                     on_image=lambda n, _: _tell(progress, f"Decomposing the image set: {done + n}/{total} images "
                                                           f"(saved as they finish)…"))
                 merged = new if terms is None else ImageSetTerms(
@@ -215,7 +234,7 @@ class DecompositionSession:
 
     def decomposition(self, index: int) -> Decomposition:
         """Spatial decomposition (CPU, float32) of image ``index`` at the model's native size; cached."""
-        index = self._check_index(index)
+        index, precision = self._check_index(index), self._in_precision()
         cached = self._decompositions.get(index)
         if cached is not None:
             return cached
@@ -223,7 +242,7 @@ class DecompositionSession:
         model = self._explainer.model
         pixels = preprocess(rgb, tuple(model.image_size), model.mean, model.std, model.patch_size)
         with self._explainer.model_lock:
-            d = decompose(model, pixels.to(model.device), spatial=True)
+            d = decompose(model, pixels.to(model.device), spatial=True, precision=precision)
         d = Decomposition(attn=d.attn.cpu(), mlp=d.mlp.cpu(), norm=d.norm.cpu(), grid=d.grid)
         self._decompositions.put(index, d)
         return d
@@ -234,11 +253,11 @@ class DecompositionSession:
 
     def label_features(self, labels: Sequence[str] | str) -> torch.Tensor:
         """[T, D] normalised prompt-ensembled label embeddings (the Explainer's cache)."""
-        return self._explainer.label_features(parse_labels(labels), TEMPLATES)
+        return self._explainer.label_features(parse_labels(labels), TEMPLATES, self._in_precision())
 
     def contributions(self, index: int, labels: Sequence[str] | str) -> ImageContributions:
         """Each head's, layer's and MLP's direct contribution to each label on image ``index``."""
-        labels = tuple(parse_labels(labels))
+        labels, _ = tuple(parse_labels(labels)), self._in_precision()
         d = self.decomposition(index)
         features = self.label_features(labels)  # [T, D]
         heads = torch.einsum("lhd,td->tlh", d.head_terms()[0], features)
@@ -256,7 +275,8 @@ class DecompositionSession:
         heads = None if heads is None else tuple((int(l), int(h)) for l, h in heads)
         for layer, head in heads or ():
             self.check_head(layer, head)
-        key = (self._check_index(index), labels, heads, None if size is None else tuple(int(s) for s in size))
+        key = (self._check_index(index), labels, heads, None if size is None else tuple(int(s) for s in size),
+               self._in_precision())
         cached = self._maps.get(key)
         if cached is None:
             maps = spatial_maps(self.decomposition(index), self.label_features(labels), heads=heads, size=key[3])
@@ -268,12 +288,14 @@ class DecompositionSession:
 
     def text_features(self, progress: Progress | None = None) -> torch.Tensor:
         """[M, D] embeddings of the text pool (encoded once per model; kept on disk per cache_dir)."""
+        precision = self._in_precision()
         with self._lock:
             pool = self._pool
         if pool is None:
             _tell(progress, f"Encoding the {len(self._texts)} pool texts (once per model)…")
             with self._explainer.model_lock:
-                pool = encode_text_pool(self._explainer, self._texts, progress=False, cache_dir=self._cache_dir)
+                pool = encode_text_pool(self._explainer, self._texts, progress=False, cache_dir=self._cache_dir,
+                                        precision=precision)
             with self._lock:
                 self._pool = pool
         return pool
@@ -331,7 +353,7 @@ class DecompositionSession:
     def prediction(self, index: int, labels: Sequence[str] | str, ablation: Ablation = Ablation()) -> Prediction:
         """Zero-shot prediction of image ``index`` before and after mean-ablating ``ablation``."""
         self.check_ablation(ablation)
-        index = self._check_index(index)
+        index, _ = self._check_index(index), self._in_precision()
         terms, means = self._ready()
         labels = tuple(parse_labels(labels))
         features = self.label_features(labels)
@@ -345,6 +367,7 @@ class DecompositionSession:
         """Zero-shot accuracy over the set (image i's class is labels[targets[i]]) before and after
         mean-ablating ``ablation``."""
         self.check_ablation(ablation)
+        self._in_precision()
         terms, means = self._ready()
         return evaluate_ablation(terms, self.label_features(labels), targets, ablation, means)
 
@@ -363,19 +386,6 @@ class DecompositionSession:
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < count:
             raise ImageInputError(f"There is no image {index!r}: the set has {count} images (0..{count - 1}).")
         return int(index)
-
-
-def image_list(images: Any) -> list[Any]:
-    """The set as a list: a folder path gives its image files (sorted, recursively)."""
-    if isinstance(images, (str, os.PathLike)) and Path(images).is_dir():
-        images = sorted(p for p in Path(images).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    elif isinstance(images, (str, os.PathLike, np.ndarray)) or not hasattr(images, "__len__"):
-        images = [images]
-    images = list(images)
-    if not images:
-        raise ImageInputError("No images: pass a list of images (paths, arrays, PIL images) or a folder of images; "
-                              "they are the set TEXTSPAN describes heads with and ablation takes means over.")
-    return images
 
 
 def _tell(progress: Progress | None, text: str) -> None:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ClipSurgeryError, UnsupportedModelError
+from ..precision import computing_in
 from ..towers.ops import attention_weights, split_heads_qkv
 from ..towers.vit import check_vit, vit_stream
 
@@ -123,7 +124,7 @@ def decomposition_memory(model: Any, size: int | tuple[int, int] | None = None, 
 
 @torch.no_grad()
 def decompose(model: Any, pixels: torch.Tensor, spatial: bool = True,
-              max_bytes: int | None = DEFAULT_MAX_BYTES) -> Decomposition:
+              max_bytes: int | None = DEFAULT_MAX_BYTES, precision: str | None = None) -> Decomposition:
     """Split the normalised image embedding of ``pixels`` into per-layer/head(/position) and MLP terms.
 
     Args:
@@ -132,10 +133,19 @@ def decompose(model: Any, pixels: torch.Tensor, spatial: bool = True,
         spatial: keep the position axis of the attention terms (B * L * T * H * D floats: about
             58 MB per image for ViT-B/16 at 224) or sum it away (about 0.3 MB).
         max_bytes: refuse a batch whose terms would exceed this many bytes (None: no limit).
+        precision: "fp32" (None: fp32, or an enclosing using_precision block's), "bf16", "fp16" or
+            "auto"; the tower runs under autocast, the terms are summed in float32.
     Returns:
         :class:`Decomposition` with float32 terms on the model's device.
     """
     visual = vision_tower(model)
+    with computing_in(precision, visual) as p:
+        d = _decompose(visual, pixels, spatial, max_bytes)
+    return Decomposition(attn=d.attn, mlp=d.mlp, norm=p.output(d.norm), grid=d.grid) if p.reduced else d
+
+
+def _decompose(visual: nn.Module, pixels: torch.Tensor, spatial: bool, max_bytes: int | None) -> Decomposition:
+    """decompose() in the current precision."""
     blocks = list(visual.transformer.resblocks)
     stream = vit_stream(visual, pixels)
     batch, tokens, width = stream.output.shape

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..cache import FeatureStore, content_hash, default_cache_dir
 from ..errors import TextInputError
+from ..precision import Precision
 from ..text.encoding import encode_texts
 
 TEXT_POOL_PATH = Path(__file__).resolve().parents[2] / "data" / "text_pool.txt"
@@ -52,7 +53,7 @@ def text_pool(texts: Sequence[str] | str | os.PathLike | None = None) -> list[st
 
 
 def encode_text_pool(model: Any, texts: Sequence[str], chunk: int = 256, progress: bool = True,
-                     cache_dir: str | os.PathLike | bool | None = False) -> torch.Tensor:
+                     cache_dir: str | os.PathLike | bool | None = False, precision: str | None = None) -> torch.Tensor:
     """Normalised embeddings [M, D] (float32, CPU) of pool texts, encoded as written (no templates).
 
     Args:
@@ -60,6 +61,7 @@ def encode_text_pool(model: Any, texts: Sequence[str], chunk: int = 256, progres
         chunk: texts per call of the text encoder (progress is shown per chunk).
         cache_dir: keep the whole pool's embeddings in one file under this folder, keyed by the
             model fingerprint and the texts (None: the user cache dir; False: no file).
+        precision: as in :func:`encode_texts`; the file is kept per precision (fp32 keys as before).
     """
     loaded = getattr(model, "model", model) if hasattr(model, "label_features") else model
     texts = list(texts)
@@ -72,14 +74,16 @@ def encode_text_pool(model: Any, texts: Sequence[str], chunk: int = 256, progres
         store = None
     else:
         fingerprint, signature = watch.snapshot()
-        namespace, key = content_hash(fingerprint, "text-pool"), content_hash(tuple(texts))
+        tag = Precision.resolve(precision, loaded.device).cache_tag
+        namespace, key = content_hash(fingerprint, "text-pool", *tag), content_hash(tuple(texts))
     if store is not None:
         saved = store.get(namespace, key, (len(texts), loaded.text_dim))  # validated; a bad file is recomputed
         if saved is not None:
             return torch.from_numpy(saved)
     feats = []
     for start in tqdm(range(0, len(texts), chunk), desc="Encoding texts", unit="chunk", disable=not progress):
-        feats.append(encode_texts(loaded, None, texts[start:start + chunk], templates=None).float().cpu())
+        feats.append(encode_texts(loaded, None, texts[start:start + chunk], templates=None,
+                                  precision=precision).float().cpu())
     out = torch.cat(feats)
     if store is not None and watch.unchanged(signature):
         store.put(namespace, key, out.numpy())

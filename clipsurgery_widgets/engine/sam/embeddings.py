@@ -24,6 +24,7 @@ from torch import nn
 
 from ..cache import write_cache_file
 from ..checkpoints import first_line
+from ..precision import computing_in
 
 log = logging.getLogger("clipsurgery_widgets")
 Progress = Callable[[float, str], None]  # progress(fraction in [0, 1], message)
@@ -41,16 +42,25 @@ class Embedding:
     input_size: tuple[int, int]     # (h, w) after ResizeLongestSide, before padding
 
 
-def embedding_key(fingerprint: str, rgb: np.ndarray, encoder_size: int) -> str:
-    """Cache key of one RGB image [H, W, 3] for the weights ``fingerprint`` at the encoder's input size."""
+def embedding_key(fingerprint: str, rgb: np.ndarray, encoder_size: int, precision: str = "fp32") -> str:
+    """Cache key of one RGB image [H, W, 3] for the weights ``fingerprint`` at the encoder's input size.
+
+    ``precision`` is the resolved one ("fp32", "bf16", "fp16"); fp32 keys are as they always were.
+    """
     h = hashlib.blake2b(digest_size=16)
-    h.update(f"{fingerprint}|{rgb.shape}|{rgb.dtype}|{encoder_size}|".encode())
+    tag = "" if precision == "fp32" else f"{precision}|"
+    h.update(f"{fingerprint}|{rgb.shape}|{rgb.dtype}|{encoder_size}|{tag}".encode())
     h.update(np.ascontiguousarray(rgb).tobytes())
     return h.hexdigest()
 
 
-def compute_embedding(sam: nn.Module, transform, rgb: np.ndarray, report: Progress) -> Embedding:
+def compute_embedding(sam: nn.Module, transform, rgb: np.ndarray, report: Progress,
+                      precision: str | None = None) -> Embedding:
     """The image encoder on one image (what SamPredictor.set_image does), with progress per block.
+
+    precision: "fp32" (None: fp32, or an enclosing using_precision block's), "bf16", "fp16" or
+    "auto": the image encoder runs under autocast (the model is not converted) and the features
+    are kept as float32, so the prompt encoder and mask decoder run as usual.
 
     ``transform`` is the predictor's ResizeLongestSide. An exception raised by ``report`` stops the
     computation (the hooks are removed), which lets a caller abandon a stale image.
@@ -66,8 +76,9 @@ def compute_embedding(sam: nn.Module, transform, rgb: np.ndarray, report: Progre
                                                   f"SAM image encoder block {i + 1}/{len(blocks)}"))
         for i, block in enumerate(blocks)]
     try:
-        with torch.no_grad():
-            features = sam.image_encoder(sam.preprocess(pixels))
+        pixels = sam.preprocess(pixels)
+        with torch.no_grad(), computing_in(precision, sam.device) as p:
+            features = p.output(sam.image_encoder(pixels))
     finally:
         for hook in hooks:
             hook.remove()

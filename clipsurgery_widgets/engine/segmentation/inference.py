@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import TextInputError
+from ..precision import Precision
 from ..text.encoding import OPENAI_IMAGENET_TEMPLATES, encode_texts
 from ..towers.dense import encode_dense
 from ..towers.dense_params import resolve_params
@@ -69,7 +70,7 @@ class Segmentation:
 
 
 def class_features(model: Any, class_names: ClassNames, templates: Sequence[str] | str | None = None,
-                   tokenizer: Callable[..., torch.Tensor] | None = None) -> ClassFeatures:
+                   tokenizer: Callable[..., torch.Tensor] | None = None, precision: str | None = None) -> ClassFeatures:
     """Prompt-ensembled features of every class name, to cache and pass to :func:`segment`.
 
     Args:
@@ -78,6 +79,7 @@ def class_features(model: Any, class_names: ClassNames, templates: Sequence[str]
             or a comma-separated string of names).
         templates: prompt templates with ``"{}"``; default the 80 OpenAI ImageNet templates.
         tokenizer: default the LoadedModel's, else open_clip's OpenAI BPE tokenizer.
+        precision: as in :func:`segment`.
 
     Returns:
         ClassFeatures(features G [Q, D], names, name_class): per name, every template filled,
@@ -88,7 +90,7 @@ def class_features(model: Any, class_names: ClassNames, templates: Sequence[str]
     clip = getattr(model, "model", model)
     tokenizer = tokenizer if tokenizer is not None else default_tokenizer(model, clip)
     templates = SEGMENTATION_TEMPLATES if templates is None else templates
-    features = encode_texts(clip, tokenizer, list(names), templates=templates)
+    features = encode_texts(clip, tokenizer, list(names), templates=templates, precision=precision)
     return ClassFeatures(features=features, names=names, name_class=name_class)
 
 
@@ -98,7 +100,7 @@ def segment(model: Any, image: Any, class_names: ClassNames, method: str = "scli
             tokenizer: Callable[..., torch.Tensor] | None = None, logit_scale: float = 40.0,
             prob_thd: float = 0.0, area_thd: float | None = None, pamr_steps: int = 0,
             pamr_dilations: Sequence[int] = (8, 16), text_features: ClassFeatures | torch.Tensor | None = None,
-            windows_batch: int = 8, **method_params: Any) -> Segmentation:
+            windows_batch: int = 8, precision: str | None = None, **method_params: Any) -> Segmentation:
     """Label every pixel of one image with one of the given classes.
 
     Args:
@@ -123,6 +125,8 @@ def segment(model: Any, image: Any, class_names: ClassNames, method: str = "scli
         text_features: precomputed ClassFeatures (or G [Q, D] with unit-norm rows) for these
             class names, e.g. from :func:`class_features`; skips the text encoder.
         windows_batch: windows encoded per forward pass (memory versus speed; same result).
+        precision: "fp32" (None: fp32, or an enclosing using_precision block's), "bf16", "fp16"
+            (CUDA) or "auto": the image and text towers run under autocast; scores stay float32.
 
     Returns:
         Segmentation with labels [H, W], probs and logits [C, H, W] on the CPU.
@@ -134,12 +138,13 @@ def segment(model: Any, image: Any, class_names: ClassNames, method: str = "scli
     names, name_class = flatten_classes(classes)
     resolve_params(method, method_params, parts.total_blocks)  # fail before any encoding
     pixels, original = image_pixels(image, parts, settings.short_side)  # bad images fail before text encoding
-    queries = _queries(model, classes, names, text_features, templates, tokenizer)
+    precision = Precision.resolve(precision, parts.device).name  # fails early (fp16 on a CPU), one for the call
+    queries = _queries(model, classes, names, text_features, templates, tokenizer, precision)
     height, width = int(pixels.shape[-2]), int(pixels.shape[-1])
     size = settings.out_size or original
 
     def encode(window_pixels: torch.Tensor) -> Any:
-        return encode_dense(model, window_pixels, method, **method_params)
+        return encode_dense(model, window_pixels, method, precision=precision, **method_params)
 
     with torch.no_grad():
         windows = window_grid(height, width, settings.crop, settings.stride)
@@ -158,10 +163,11 @@ def segment(model: Any, image: Any, class_names: ClassNames, method: str = "scli
 
 
 def _queries(model: Any, classes: list[list[str]], names: tuple[str, ...],
-             given: ClassFeatures | torch.Tensor | None, templates: Any, tokenizer: Any) -> torch.Tensor:
+             given: ClassFeatures | torch.Tensor | None, templates: Any, tokenizer: Any, precision: str
+             ) -> torch.Tensor:
     """G [Q, D]: the given features after checks, or freshly encoded ones."""
     if given is None:
-        return class_features(model, classes, templates=templates, tokenizer=tokenizer).features
+        return class_features(model, classes, templates=templates, tokenizer=tokenizer, precision=precision).features
     if isinstance(given, ClassFeatures):
         if tuple(given.names) != names:
             raise TextInputError(f"text_features were computed for other names ({len(given.names)} names, first "

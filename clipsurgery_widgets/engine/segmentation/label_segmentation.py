@@ -42,7 +42,8 @@ def segment_labels(explainer: Any, image: Any, labels: Sequence[str] | str, meth
                    size: int | tuple[int, int] = 224, depth: int | None = None, logit_scale: float = 40.0,
                    prob_thd: float = 0.0, area_thd: float | None = None, pamr_steps: int = 0,
                    crop: int | None = 224, stride: int | None = 112,
-                   templates: Sequence[str] = SEGMENTATION_TEMPLATES) -> LabelSegmentation:
+                   templates: Sequence[str] = SEGMENTATION_TEMPLATES, precision: str | None = None
+                   ) -> LabelSegmentation:
     """Label every pixel of ``image`` with one of ``labels`` using ``method``.
 
     Args:
@@ -56,17 +57,20 @@ def segment_labels(explainer: Any, image: Any, labels: Sequence[str] | str, meth
         depth: the depth of clip_surgery (ignored by the other methods); None for its default.
         logit_scale, prob_thd, area_thd, pamr_steps: as in :func:`segment`.
         templates: prompt templates of the text features (default the 80 ImageNet ones).
+        precision: this call's precision; None: the explainer's (see ``Explainer``).
     """
     labels = parse_labels(labels)
     method = {"surgery": "clip_surgery"}.get(method, method)
     short_side = min(check_input_size(size, explainer.model.patch_size))
     params = {"depth": depth} if method == "clip_surgery" and depth is not None else {}
     rgb = explainer.prepare_image(image)
-    features = explainer.target_features(labels, templates)  # [C, D] unit rows, cached per label
+    precision = explainer.resolved_precision(precision).name
+    features = explainer.target_features(labels, templates, precision)  # [C, D] unit rows, cached per label
     with explainer.model_lock:
         result = segment(explainer.model, rgb, [[label] for label in labels], method, crop=crop, stride=stride,
                          short_side=short_side, logit_scale=logit_scale, prob_thd=prob_thd, area_thd=area_thd,
-                         pamr_steps=pamr_steps, text_features=features, templates=templates, **params)
+                         pamr_steps=pamr_steps, text_features=features, templates=templates, precision=precision,
+                         **params)
     settings = dict(short_side=short_side, crop=crop, stride=stride, logit_scale=float(logit_scale),
                     prob_thd=float(prob_thd), area_thd=None if area_thd is None else float(area_thd),
                     pamr_steps=int(pamr_steps), **params)

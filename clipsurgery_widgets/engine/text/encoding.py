@@ -16,6 +16,8 @@ from torch import nn
 
 from ..errors import TextInputError, UnsupportedModelError
 from ..notices import quote, warn_user
+from ..precision import computing_in
+from .prefix import PromptEncoder
 
 # The 80 OpenAI ImageNet prompt templates (Radford et al., CLIP), in their published order.
 OPENAI_IMAGENET_TEMPLATES: tuple[str, ...] = (
@@ -122,6 +124,7 @@ def encode_texts(
     labels: Sequence[str],
     templates: Sequence[str] | str | None = TEMPLATES,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    precision: str | None = None,
 ) -> torch.Tensor:
     """Prompt-ensembled, L2-normalised label embeddings.
 
@@ -136,6 +139,8 @@ def encode_texts(
         templates: prompt templates with a ``"{}"`` placeholder (default: the 85 of docs/algorithms.md#text-features); a
             single template string; or None to encode the labels as they are.
         batch_size: prompts per forward pass (memory stays bounded for many labels).
+        precision: "fp32" (None: fp32, or an enclosing using_precision block's), "bf16", "fp16"
+            (CUDA) or "auto"; the text transformer runs under autocast, the sums stay float32.
 
     Returns:
         float32 tensor [T, D] on the model's device, each row of unit norm.
@@ -153,11 +158,12 @@ def encode_texts(
     device = clip.positional_embedding.device
     sums = torch.zeros(len(labels), _output_dim(clip), dtype=torch.float32, device=device)
     truncated: set[int] = set()
-    with torch.no_grad():
-        for label_index, prompts in _prompt_batches(labels, templates, batch_size):
+    with torch.no_grad(), computing_in(precision, device):
+        encoder = PromptEncoder(clip, tokenizer, templates)  # each template's prefix runs once per call
+        for label_index, template_index, prompts in _prompt_batches(labels, templates, batch_size):
             tokens = tokenizer(prompts)
             truncated.update(_truncated_labels(tokenizer, tokens, prompts, label_index))
-            feats = encode_tokens(clip, tokens.to(device)).float()
+            feats = encoder.encode(tokens.to(device), template_index).float()
             sums.index_add_(0, torch.as_tensor(label_index, device=device), F.normalize(feats, dim=-1))
     if truncated:
         names = [quote(labels[i]) for i in sorted(truncated)]  # long labels quoted to ~60 characters
@@ -261,19 +267,21 @@ def _context_length(clip: nn.Module) -> int:
 
 
 def _prompt_batches(labels: list[str], templates: tuple[str, ...],
-                    batch_size: int) -> Iterator[tuple[list[int], list[str]]]:
-    """Yield (label index per prompt, prompts) in batches, without building all prompts at once."""
+                    batch_size: int) -> Iterator[tuple[list[int], list[int], list[str]]]:
+    """Yield (label index, template index, prompt) lists in batches, without building all prompts at once."""
     index: list[int] = []
+    template_index: list[int] = []
     prompts: list[str] = []
     for i, label in enumerate(labels):
-        for template in templates:
+        for j, template in enumerate(templates):
             index.append(i)
+            template_index.append(j)
             prompts.append(template.replace("{}", label))
             if len(prompts) == batch_size:
-                yield index, prompts
-                index, prompts = [], []
+                yield index, template_index, prompts
+                index, template_index, prompts = [], [], []
     if prompts:
-        yield index, prompts
+        yield index, template_index, prompts
 
 
 def _pooled_positions(clip: nn.Module, tokens: torch.Tensor, pool: str) -> torch.Tensor | None:

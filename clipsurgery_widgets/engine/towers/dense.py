@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import MethodError
+from ..precision import computing_in
 from .dense_attention import mixed_values
 from .dense_params import METHODS, STREAM_METHODS, first_changed_block, resolve_params
 from .encode import image_tower
@@ -58,7 +59,8 @@ class _Job:
 
 
 @torch.no_grad()
-def encode_dense(model: Any, pixels: torch.Tensor, method: str, **params: Any) -> DenseTokens:
+def encode_dense(model: Any, pixels: torch.Tensor, method: str, precision: str | None = None,
+                 **params: Any) -> DenseTokens:
     """Dense tokens of one method (see :data:`METHODS` for the names and their default parameters).
 
     model: a LoadedModel or an open_clip CLIP (never modified). pixels: [B, 3, H, W] preprocessed,
@@ -67,15 +69,16 @@ def encode_dense(model: Any, pixels: torch.Tensor, method: str, **params: Any) -
     params: the method's parameters (unknown names or bad values raise MethodError, a ValueError).
     On a ResNet only "raw" and "clip_surgery" exist (the attention pool, "repo" v-v mode; depth is
     unused there and pos_resize must stay "bilinear").
+    precision: as in :func:`encode_dense_many`.
     Returns DenseTokens(tokens [B, 1+N, D], grid (gh, gw), method, params).
     """
-    return encode_dense_many(model, pixels, [(method, params)])[method]
+    return encode_dense_many(model, pixels, [(method, params)], precision=precision)[method]
 
 
 @torch.no_grad()
 def encode_dense_many(model: Any, pixels: torch.Tensor,
-                      methods: Iterable[str | tuple[str, Mapping[str, Any]]] | str | None = None
-                      ) -> dict[str, DenseTokens]:
+                      methods: Iterable[str | tuple[str, Mapping[str, Any]]] | str | None = None,
+                      precision: str | None = None) -> dict[str, DenseTokens]:
     """Several dense methods from one shared pass; each result equals :func:`encode_dense` alone.
 
     methods: names and/or (name, params) pairs; None means every method of :data:`METHODS` with its
@@ -88,7 +91,18 @@ def encode_dense_many(model: Any, pixels: torch.Tensor,
     the group's earliest changed block run once, the ordinary stream runs to z_L once (it gives every
     token 0), and each method adds only its own work from the ordinary stream's ln_1 inputs: one
     in-projection, one batched out-projection and one batched MLP per block serve every method.
+
+    precision: "fp32" (None: fp32, or an enclosing using_precision block's), "bf16", "fp16" (CUDA)
+    or "auto"; reduced precisions run under autocast and return float32 tokens.
     """
+    with computing_in(precision, image_tower(model)[0]) as p:
+        results = _dense_many(model, pixels, methods)
+    return {key: DenseTokens(tokens=p.output(r.tokens), grid=r.grid, method=r.method, params=r.params)
+            for key, r in results.items()} if p.reduced else results
+
+
+def _dense_many(model: Any, pixels: torch.Tensor, methods: Any) -> dict[str, DenseTokens]:
+    """encode_dense_many in the current precision."""
     visual, family = image_tower(model)
     total = num_blocks(visual) if family == "vit" else None
     jobs = _jobs(_requests(methods), total)

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import MethodError
+from ..precision import computing_in
 from .dense_params import STREAM_METHODS, first_changed_block, resolve_params
 from .encode import image_tower
 from .ops import split_heads_qkv
@@ -158,7 +159,7 @@ def _method_layer(method: str, params: Mapping[str, Any], layer: int | None, tot
 
 @torch.no_grad()
 def method_attention(model: Any, pixels: torch.Tensor, method: str, layer: int | None = None,
-                     **params: Any) -> MethodAttention:
+                     precision: str | None = None, **params: Any) -> MethodAttention:
     """The attention weights ``method`` uses in one of its changed blocks, for the attention views.
 
     Computed from that block's ln_1 input on the ORDINARY stream (with the method's positional
@@ -168,6 +169,7 @@ def method_attention(model: Any, pixels: torch.Tensor, method: str, layer: int |
 
     model: LoadedModel or open_clip CLIP (never modified); pixels [B, 3, H, W].
     layer: 0-based block index (negative counts from the end); default the last block.
+    precision: "fp32" (None: fp32, or an enclosing using_precision block's), "bf16", "fp16" or "auto".
     Returns MethodAttention(weights float32 [B, H, T, T], grid, method, layer, params).
     """
     visual, family = image_tower(model)
@@ -176,13 +178,14 @@ def method_attention(model: Any, pixels: torch.Tensor, method: str, layer: int |
     total = num_blocks(visual)
     resolved = resolve_params(method, params, total)
     index = _method_layer(method, resolved, layer, total)
-    z, grid = dense_embed(visual, pixels, resolved["pos_resize"])
-    blocks = visual.transformer.resblocks
-    for block in blocks[:index]:
-        z = run_block(block, z)
-    block = blocks[index]
-    h = block.ln_1(z)
-    q, k, v = split_heads_qkv(block.attn, h)
-    weights = method_weights(method, resolved, q, k, v, h, grid)
+    with computing_in(precision, visual):
+        z, grid = dense_embed(visual, pixels, resolved["pos_resize"])
+        blocks = visual.transformer.resblocks
+        for block in blocks[:index]:
+            z = run_block(block, z)
+        block = blocks[index]
+        h = block.ln_1(z)
+        q, k, v = split_heads_qkv(block.attn, h)
+        weights = method_weights(method, resolved, q, k, v, h, grid)
     return MethodAttention(weights=weights.float().contiguous(), grid=grid, method=method, layer=index,
                            params=resolved)

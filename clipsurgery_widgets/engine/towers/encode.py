@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
+from ..precision import computing_in
 from ..results import ImageTokens
 from .ops import (attention_weights, check_pixels, merge_heads, resized_pos_embed, split_heads, split_heads_qkv)
 from .resnet import (RESNET_MODES, attnpool_qkv, check_resnet_mode, resnet_features, resnet_pool_tokens,
@@ -57,8 +58,8 @@ def image_tower(model: Any) -> tuple[nn.Module, str]:
 
 
 @torch.no_grad()
-def encode_image_tokens(model: Any, pixels: torch.Tensor, depth: int = 6, resnet_mode: str = "repo"
-                        ) -> ImageTokens:
+def encode_image_tokens(model: Any, pixels: torch.Tensor, depth: int = 6, resnet_mode: str = "repo",
+                        precision: str | None = None) -> ImageTokens:
     """Raw CLIP tokens and CLIP Surgery tokens from ONE forward pass of the image tower.
 
     Args:
@@ -67,6 +68,8 @@ def encode_image_tokens(model: Any, pixels: torch.Tensor, depth: int = 6, resnet
             any aspect ratio. Moved to the model's device and dtype.
         depth: ViT surgery depth K, 1..L (the last K blocks get the v-v path). Unused for ResNets.
         resnet_mode: "repo" (default) or "paper" v-v attention in the ResNet attention pool.
+        precision: "fp32" (None: fp32, or an enclosing using_precision block's), "bf16", "fp16"
+            (CUDA) or "auto"; reduced precisions run under autocast and return float32 tokens.
 
     Returns:
         ImageTokens(raw [B, 1+N, D], surgery [B, 1+N, D], grid (gh, gw)); raw[:, 0] equals
@@ -74,8 +77,9 @@ def encode_image_tokens(model: Any, pixels: torch.Tensor, depth: int = 6, resnet
     """
     check_resnet_mode(resnet_mode)
     visual, family = image_tower(model)
-    if family == "vit":
-        raw, surgery, grid = vit_tokens(visual, pixels, depth)
-    else:
-        raw, surgery, grid = resnet_pool_tokens(visual, pixels, resnet_mode)
-    return ImageTokens(raw=raw, surgery=surgery, grid=grid)
+    with computing_in(precision, visual) as p:
+        if family == "vit":
+            raw, surgery, grid = vit_tokens(visual, pixels, depth)
+        else:
+            raw, surgery, grid = resnet_pool_tokens(visual, pixels, resnet_mode)
+    return ImageTokens(raw=p.output(raw), surgery=p.output(surgery), grid=grid)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from .ops import check_pixels, merge_heads, resized_pos_embed, split_heads_qkv
+from .ops import check_pixels, linear, merge_heads, resized_pos_embed
 
 
 @dataclass(frozen=True)
@@ -79,10 +79,50 @@ def vit_embed(visual: nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, tu
 
 
 def run_block(block: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """One unchanged open_clip block on a batch-first stream [B, T, C]."""
-    if block.attn.batch_first:
-        return block(z)
-    return block(z.transpose(0, 1)).transpose(0, 1)
+    """One open_clip block on a batch-first stream [B, T, C], as a new tensor (z is not written).
+
+    Same arithmetic as ``block(z)``, computed by :func:`block_update_` (leaner than the generic module);
+    with autograd on, the module itself runs (in-place updates would break a backward pass).
+    """
+    if torch.is_grad_enabled():
+        return block(z) if block.attn.batch_first else block(z.transpose(0, 1)).transpose(0, 1)
+    z = z.clone()
+    block_update_(block, z)
+    return z
+
+
+def _qkv_heads(attn: nn.MultiheadAttention, x_ln: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v [B, H, T, d] as views of ONE in-projection output (no copies)."""
+    qkv = linear(x_ln, attn.in_proj_weight, attn.in_proj_bias)  # [B, T, 3C]
+    b, t, c3 = qkv.shape
+    heads = attn.num_heads
+    return qkv.view(b, t, 3, heads, c3 // (3 * heads)).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def _mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The block's MLP (c_fc, activation, c_proj) with its linear layers through :func:`linear`."""
+    if not isinstance(mlp, nn.Sequential):
+        return mlp(x)
+    for layer in mlp:
+        x = linear(x, layer.weight, layer.bias) if type(layer) is nn.Linear else layer(x)
+    return x
+
+
+def block_update_(block: nn.Module, z: torch.Tensor, y: torch.Tensor | None = None) -> None:
+    """One block IN PLACE on tensors the caller owns: z <- block(z); y += ls_1(o_vv) when y is given.
+
+    z, y: [B, T, C]. o_vv = out_proj(softmax(d^-0.5 v v^T) v) is the v-v attention output of
+    docs/algorithms.md#architecture-surgery-vit; it shares the block's one in-projection (q, k, v are
+    views of it) and each attention is one fused scaled_dot_product_attention call.
+    """
+    attn = block.attn
+    q, k, v = _qkv_heads(attn, block.ln_1(z))  # [B, H, T, d] each
+    weight, bias = attn.out_proj.weight, attn.out_proj.bias
+    z += block.ls_1(linear(merge_heads(F.scaled_dot_product_attention(q, k, v)), weight, bias))
+    if y is not None:
+        y += block.ls_1(linear(merge_heads(F.scaled_dot_product_attention(v, v, v)), weight, bias))
+    z += block.ls_2(_mlp(block.mlp, block.ln_2(z)))
 
 
 @torch.no_grad()
@@ -99,23 +139,18 @@ def vit_stream(visual: nn.Module, pixels: torch.Tensor) -> VitStream:
 def dual_path_block(block: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One surgery block: the ordinary update of z and the v-v attention output for the new stream.
 
-    z: [B, T, C] original stream entering the block.
+    z: [B, T, C] original stream entering the block (not written).
     Returns (z after the block [B, T, C], ls_1(o_vv) [B, T, C]) where o_vv = out_proj(softmax(s v v^T) v).
-    The in-projection runs once and both attentions share one kernel call and one out-projection.
     """
-    attn = block.attn
-    b = z.shape[0]
-    q, k, v = split_heads_qkv(attn, block.ln_1(z))  # [B, H, T, d] each
-    mixed = F.scaled_dot_product_attention(torch.cat([q, v]), torch.cat([k, v]), torch.cat([v, v]))
-    out = block.ls_1(F.linear(merge_heads(mixed), attn.out_proj.weight, attn.out_proj.bias))  # [2B, T, C]
-    z = z + out[:b]
-    z = z + block.ls_2(block.mlp(block.ln_2(z)))
-    return z, out[b:]
+    z = z.clone()
+    o_vv = torch.zeros_like(z)
+    block_update_(block, z, o_vv)
+    return z, o_vv
 
 
 def project_tokens(visual: nn.Module, stream: torch.Tensor) -> torch.Tensor:
     """ln_post then proj on every token: [B, T, C] -> [B, T, D]."""
-    return visual.ln_post(stream) @ visual.proj
+    return linear(visual.ln_post(stream), visual.proj.t())
 
 
 @torch.no_grad()
@@ -123,22 +158,21 @@ def vit_tokens(visual: nn.Module, pixels: torch.Tensor, depth: int
                ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
     """Raw and surgery tokens from one pass: (raw [B, 1+N, D], surgery [B, 1+N, D], grid).
 
-    The first L - depth blocks run unchanged; the last ``depth`` run :func:`dual_path_block`.
-    The new stream y starts as z entering the first surgery block and only accumulates v-v outputs.
+    Every block updates z in place (:func:`block_update_`); the last ``depth`` also add their v-v
+    output to the new stream y, which starts as z entering the first surgery block.
     """
     check_vit(visual)
     total = num_blocks(visual)
     depth = check_depth(depth, total)
-    z, grid = vit_embed(visual, pixels)
-    blocks = visual.transformer.resblocks
-    for block in blocks[: total - depth]:
-        z = run_block(block, z)
-    y = z
-    for block in blocks[total - depth:]:
-        z, o_vv = dual_path_block(block, z)
-        y = y + o_vv
+    z, grid = vit_embed(visual, pixels)  # a fresh tensor: updated in place below
+    y = None
+    for index, block in enumerate(visual.transformer.resblocks):
+        if index == total - depth:
+            y = z.clone()
+        block_update_(block, z, y)
     raw = project_tokens(visual, z)
-    surgery = torch.cat([raw[:, :1], project_tokens(visual, y[:, 1:])], dim=1)
+    surgery = project_tokens(visual, y)  # token 0 of y is not a surgery token: it is replaced by raw's
+    surgery[:, 0] = raw[:, 0]
     return raw, surgery, grid
 
 
