@@ -112,12 +112,16 @@ def _load_state_into(model: nn.Module, state: dict[str, torch.Tensor], path: Pat
     transient = {name for name, _ in model.named_buffers()} - set(model.state_dict())
     transient |= {"input_resolution", "context_length", "vocab_size"}
     state = {k: v for k, v in state.items() if k not in transient}
+    load_strict(model, state, path, "the model architecture", " Check the model name.")
+
+
+def load_strict(model: nn.Module, state: dict, path: Any, what: str, hint: str = "") -> None:
+    """``model.load_state_dict(state, strict=True)``; a mismatch becomes a CheckpointError naming ``what``."""
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        msg = str(exc).splitlines()
-        raise CheckpointError(f"{path} does not match the model architecture: {' '.join(msg[:3])[:400]}. "
-                              f"Check the model name.") from None
+        lines = str(exc).splitlines()
+        raise CheckpointError(f"{path} does not match {what}: {' '.join(lines[:3])[:400]}.{hint}") from None
 
 
 def _load_weights_into(model: nn.Module, checkpoint: str | os.PathLike, trust: bool) -> None:

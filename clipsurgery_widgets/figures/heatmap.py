@@ -19,7 +19,7 @@ from matplotlib.patches import Patch
 from ..engine.maps import overlay
 from ..engine.regions import region_outline
 from ..engine.results import Explanation
-from .style import METHOD_NAMES, OUTLINE_COLOR, label_colors, method_name, new_figure
+from .style import METHOD_NAMES, OUTLINE_COLOR, checked_rgb, label_colors, method_name, new_figure
 
 # The two original methods' titles (kept for callers); every method's display name is style.method_name.
 METHOD_TITLES = {"raw": "raw CLIP", "surgery": "CLIP Surgery"}
@@ -141,14 +141,7 @@ def _colorbar(fig: Figure, axes: np.ndarray, cmap: str) -> None:
 
 
 def _check_image(rgb: np.ndarray, explanation: Explanation) -> np.ndarray:
-    rgb = np.asarray(rgb)
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"rgb must be a uint8 [H, W, 3] array, got {rgb.dtype} {rgb.shape}; "
-                         f"use Explainer.prepare_image or load_image to read it.")
-    if tuple(rgb.shape[:2]) != tuple(explanation.image_size):
-        raise ValueError(f"The image is {rgb.shape[0]}x{rgb.shape[1]} but the explanation was computed for "
-                         f"{explanation.image_size[0]}x{explanation.image_size[1]}; pass the same image.")
-    return rgb
+    return checked_rgb(rgb, explanation.image_size, "the explanation")
 
 
 def _check_methods(explanation: Explanation, methods: Sequence[str]) -> list[str]:

@@ -72,3 +72,15 @@ METHOD_NAMES = {"raw": "raw CLIP", "clip_surgery": "CLIP Surgery", "maskclip": "
 def method_name(method: str) -> str:
     """"sclip" -> "SCLIP"; "surgery" is CLIP Surgery; unknown names are shown as given."""
     return METHOD_NAMES.get({"surgery": "clip_surgery"}.get(method, method), method)
+
+
+def checked_rgb(rgb, size: tuple[int, int], what: str = "the explanation"):
+    """``rgb`` as a uint8 [H, W, 3] array of the size ``what`` was computed for, or a ValueError naming the fix."""
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"Images must be uint8 [H, W, 3] arrays, got {rgb.dtype} {rgb.shape}; "
+                         f"use Explainer.prepare_image or load_image to read them.")
+    if tuple(rgb.shape[:2]) != tuple(size):
+        raise ValueError(f"The image is {rgb.shape[0]}x{rgb.shape[1]} but {what} was computed for "
+                         f"{size[0]}x{size[1]}; pass the same image.")
+    return rgb

@@ -18,7 +18,7 @@ from matplotlib.offsetbox import AnchoredOffsetbox, HPacker, TextArea, VPacker
 
 from ..engine.attribution import RegionRanking, TokenAttribution
 from ..engine.maps import overlay
-from .style import TOP_COLORS, plain_figure
+from .style import TOP_COLORS, checked_rgb, plain_figure
 
 MARKINGS = ("top3", "scale")
 
@@ -181,10 +181,4 @@ def _per_item(values, count: int, name: str) -> list:
 
 
 def _check_pair(rgb: np.ndarray, attribution: TokenAttribution) -> None:
-    rgb = np.asarray(rgb)
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"Images must be uint8 [H, W, 3] arrays, got {rgb.dtype} {rgb.shape}; "
-                         f"use Explainer.prepare_image or load_image to read them.")
-    if tuple(rgb.shape[:2]) != tuple(attribution.image_size):
-        raise ValueError(f"An image is {rgb.shape[0]}x{rgb.shape[1]} but its attribution was computed for "
-                         f"{attribution.image_size[0]}x{attribution.image_size[1]}; pass the same image.")
+    checked_rgb(rgb, attribution.image_size, "its attribution")

@@ -50,6 +50,16 @@ def _range_text(low: float | None, high: float | None, kind: str) -> str:
     return f"{kind} <= {high:g}" if high is not None else kind
 
 
+def _bounded(trait: Any, obj: Any, value: Any, kind: str, whole: bool) -> float:
+    """``value`` as a float inside the trait's [low, high] (a whole number when ``whole``), or InvalidStateError."""
+    allowed = _range_text(trait.low, trait.high, kind)
+    number = _real(obj, trait.name, value, allowed)
+    if (whole and number != int(number)) or (trait.low is not None and number < trait.low) or \
+            (trait.high is not None and number > trait.high):
+        raise invalid(obj, trait.name, value, allowed)
+    return number
+
+
 class Number(traitlets.Float):
     """A finite float within [low, high] (either bound may be None)."""
 
@@ -58,11 +68,7 @@ class Number(traitlets.Float):
         super().__init__(default, **kwargs)
 
     def validate(self, obj: Any, value: Any) -> float:
-        allowed = _range_text(self.low, self.high, "a number")
-        value = _real(obj, self.name, value, allowed)
-        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-            raise invalid(obj, self.name, value, allowed)
-        return value
+        return _bounded(self, obj, value, "a number", whole=False)
 
 
 class OptionalNumber(Number):
@@ -83,12 +89,7 @@ class Integer(traitlets.Int):
         super().__init__(default, **kwargs)
 
     def validate(self, obj: Any, value: Any) -> int:
-        allowed = _range_text(self.low, self.high, "a whole number")
-        number = _real(obj, self.name, value, allowed)
-        if number != int(number) or (self.low is not None and number < self.low) or \
-                (self.high is not None and number > self.high):
-            raise invalid(obj, self.name, value, allowed)
-        return int(number)
+        return int(_bounded(self, obj, value, "a whole number", whole=True))
 
 
 class Choice(traitlets.TraitType):

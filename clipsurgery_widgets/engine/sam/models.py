@@ -80,12 +80,9 @@ def load_sam_checkpoint(path: str | os.PathLike, model_type: str | None = None, 
                               f"pass model_type={found!r} (or leave it out to infer it).")
     with torch.random.fork_rng(devices=[]):  # random init before loading must not move the global RNG
         sam = build_architecture(model_type)
-    try:
-        sam.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        lines = str(exc).splitlines()
-        raise CheckpointError(f"{path} does not match the {model_type} SAM architecture: "
-                              f"{' '.join(lines[:3])[:400]}.") from None
+    from ..checkpoints import load_strict
+
+    load_strict(sam, state, path, f"the {model_type} SAM architecture")
     return sam.eval()
 
 
