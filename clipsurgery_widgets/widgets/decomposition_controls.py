@@ -12,7 +12,7 @@ import ipywidgets as widgets
 
 from ..engine.decomposition.ablation import Ablation
 from .base import precision_toggle
-from .state import InvalidStateError, accept, link_control, refuse
+from .state import (link_control, propose)
 
 CLICK_MODES = (("inspect head", "inspect"), ("ablate head", "ablate"))
 _WIDE = {"description_width": "initial"}
@@ -93,12 +93,8 @@ def _link_labels(owner: Any, box: widgets.Text) -> None:
     def pull(change: dict) -> None:
         busy[0] = True
         try:
-            owner.labels = change["new"]
-        except InvalidStateError as exc:
-            box.value = ", ".join(owner.labels)
-            refuse(owner, exc, "setting labels")
-        else:
-            accept(owner)
+            propose(owner, "labels", change["new"], "setting labels",
+                    undo=lambda: setattr(box, "value", ", ".join(owner.labels)))
         finally:
             busy[0] = False
 

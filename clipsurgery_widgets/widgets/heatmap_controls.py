@@ -19,7 +19,7 @@ from ..data.presets import PRESETS
 from ..engine.explainer import REDUNDANCY_MODES
 from .base import precision_toggle
 from .heatmap_plan import VIEWS
-from .state import InvalidStateError, accept, link_control, refuse
+from .state import (link_control, propose)
 
 REDUNDANCY_TEXT = {"auto": "auto", "labels": "between labels", "empty": "empty string", "none": "none"}
 SIZES = (224, 336, 448, 512)
@@ -147,12 +147,7 @@ def link_compared(owner: Any, toggles: dict[str, widgets.ToggleButton]) -> None:
             return
         current = list(owner.compared)
         wanted = current + [method] if on and method not in current else [m for m in current if m != method]
-        try:
-            owner.compared = tuple(wanted)
-        except InvalidStateError as exc:
-            refuse(owner, exc, "choosing the compared methods")
-        else:
-            accept(owner)
+        propose(owner, "compared", tuple(wanted), "choosing the compared methods")
         show(owner.compared)
 
     show(owner.compared)
@@ -179,12 +174,8 @@ def link_converted(owner: traitlets.HasTraits, name: str, control: widgets.Widge
             return
         busy[0] = True
         try:
-            setattr(owner, name, to_owner(change["new"]))
-        except InvalidStateError as exc:
-            control.value = to_control(getattr(owner, name))
-            refuse(owner, exc, f"setting {name}")
-        else:
-            accept(owner)
+            propose(owner, name, to_owner(change["new"]), f"setting {name}",
+                    undo=lambda: setattr(control, "value", to_control(getattr(owner, name))))
         finally:
             busy[0] = False
 
@@ -213,12 +204,7 @@ def link_size(owner: Any, menu: widgets.Dropdown, text: widgets.Text) -> None:
     def choose(value: Any) -> None:
         if busy[0]:
             return
-        try:
-            owner.size = value
-        except InvalidStateError as exc:
-            refuse(owner, exc, "setting the input size")
-        else:
-            accept(owner)
+        propose(owner, "size", value, "setting the input size")
         show(owner.size)
 
     show(owner.size)

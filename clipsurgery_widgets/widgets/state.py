@@ -202,6 +202,21 @@ def accept(owner: Any) -> None:
         report()
 
 
+def propose(owner: Any, name: str, value: Any, doing: str, undo: Callable[[], Any] | None = None) -> bool:
+    """Set ``owner.<name> = value`` from a control edit. On a refusal ``undo()`` puts the control back
+    first (its own change events may fire), then the refusal is reported (:func:`refuse`) and False
+    returned; an acceptance is reported too (:func:`accept`)."""
+    try:
+        setattr(owner, name, value)
+    except InvalidStateError as exc:
+        if undo is not None:
+            undo()
+        refuse(owner, exc, doing)
+        return False
+    accept(owner)
+    return True
+
+
 def link_control(owner: traitlets.HasTraits, name: str, control: widgets.Widget, attribute: str = "value") -> None:
     """Keep ``owner.<name>`` and ``control.<attribute>`` equal in both directions.
 
@@ -225,12 +240,8 @@ def link_control(owner: traitlets.HasTraits, name: str, control: widgets.Widget,
             return
         busy[0] = True
         try:
-            setattr(owner, name, change["new"])
-        except InvalidStateError as exc:
-            setattr(control, attribute, getattr(owner, name))
-            refuse(owner, exc, f"setting {name}")
-        else:
-            accept(owner)
+            propose(owner, name, change["new"], f"setting {name}",
+                    undo=lambda: setattr(control, attribute, getattr(owner, name)))
         finally:
             busy[0] = False
 
@@ -270,12 +281,7 @@ def link_choice(owner: traitlets.HasTraits, name: str, control: widgets.Dropdown
             return
         busy[0] = True
         try:
-            setattr(owner, name, decode(change["new"]))
-        except InvalidStateError as exc:
-            show(getattr(owner, name))
-            refuse(owner, exc, f"setting {name}")
-        else:
-            accept(owner)
+            propose(owner, name, decode(change["new"]), f"setting {name}", undo=lambda: show(getattr(owner, name)))
         finally:
             busy[0] = False
 
