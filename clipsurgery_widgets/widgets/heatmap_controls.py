@@ -19,7 +19,7 @@ from ..data.presets import PRESETS
 from ..engine.explainer import REDUNDANCY_MODES
 from .base import precision_toggle
 from .heatmap_plan import VIEWS
-from .state import (link_control, propose)
+from .state import (link_control, link_with, propose)
 
 REDUNDANCY_TEXT = {"auto": "auto", "labels": "between labels", "empty": "empty string", "none": "none"}
 SIZES = (224, 336, 448, 512)
@@ -159,29 +159,7 @@ def link_compared(owner: Any, toggles: dict[str, widgets.ToggleButton]) -> None:
 def link_converted(owner: traitlets.HasTraits, name: str, control: widgets.Widget,
                    to_control: Callable[[Any], Any], to_owner: Callable[[Any], Any]) -> None:
     """:func:`~.state.link_control` for a control that holds the trait's value in another form."""
-    busy = [False]
-
-    def push(change: dict) -> None:
-        if not busy[0]:
-            busy[0] = True
-            try:
-                control.value = to_control(change["new"])
-            finally:
-                busy[0] = False
-
-    def pull(change: dict) -> None:
-        if busy[0]:
-            return
-        busy[0] = True
-        try:
-            propose(owner, name, to_owner(change["new"]), f"setting {name}",
-                    undo=lambda: setattr(control, "value", to_control(getattr(owner, name))))
-        finally:
-            busy[0] = False
-
-    control.value = to_control(getattr(owner, name))
-    owner.observe(push, names=name)
-    control.observe(pull, names="value")
+    link_with(owner, name, control, lambda value: setattr(control, "value", to_control(value)), read=to_owner)
 
 
 def link_size(owner: Any, menu: widgets.Dropdown, text: widgets.Text) -> None:

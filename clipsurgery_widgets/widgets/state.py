@@ -24,7 +24,7 @@ from ..engine.images import check_input_size
 from ..engine.text.labels import parse_labels, parse_target
 
 __all__ = ["InvalidStateError", "Number", "Integer", "Choice", "Flag", "Text", "OptionalNumber", "InputSize", "LabelList", "ColourMap",
-           "OneOf", "link_control", "link_choice", "refuse", "accept"]
+           "OneOf", "link_with", "link_control", "link_choice", "refuse", "accept"]
 
 
 class InvalidStateError(ClipSurgeryError, ValueError):
@@ -217,37 +217,39 @@ def propose(owner: Any, name: str, value: Any, doing: str, undo: Callable[[], An
     return True
 
 
-def link_control(owner: traitlets.HasTraits, name: str, control: widgets.Widget, attribute: str = "value") -> None:
-    """Keep ``owner.<name>`` and ``control.<attribute>`` equal in both directions.
+def link_with(owner: traitlets.HasTraits, name: str, control: widgets.Widget, show: Callable[[Any], None],
+              read: Callable[[Any], Any] = lambda value: value, attribute: str = "value") -> None:
+    """Keep ``owner.<name>`` and a control in step, both ways, under one guard.
 
-    A control edit that the trait refuses is put back and reported to the widget (:func:`refuse`),
-    so the widget keeps working; an accepted one is reported too (:func:`accept`). A Python
-    assignment that fails raises.
+    ``show(value)`` puts a trait value on the control; ``read(control_value)`` turns an edit into a
+    trait value. A control edit the trait refuses is put back (``show`` of the current value) and
+    reported to the widget (:func:`refuse`); an accepted one is reported too (:func:`accept`). A
+    Python assignment that fails raises.
     """
     busy = [False]
 
-    def to_control(change: dict) -> None:
-        if busy[0]:
-            return
-        busy[0] = True
-        try:
-            setattr(control, attribute, change["new"])
-        finally:
-            busy[0] = False
+    def guarded(handler: Callable[[Any], Any]) -> Callable[[dict], None]:
+        def run(change: dict) -> None:
+            if busy[0]:
+                return
+            busy[0] = True
+            try:
+                handler(change["new"])
+            finally:
+                busy[0] = False
+        return run
 
-    def to_owner(change: dict) -> None:
-        if busy[0]:
-            return
-        busy[0] = True
-        try:
-            propose(owner, name, change["new"], f"setting {name}",
-                    undo=lambda: setattr(control, attribute, getattr(owner, name)))
-        finally:
-            busy[0] = False
+    def edit(value: Any) -> None:
+        propose(owner, name, read(value), f"setting {name}", undo=lambda: show(getattr(owner, name)))
 
-    setattr(control, attribute, getattr(owner, name))
-    owner.observe(to_control, names=name)
-    control.observe(to_owner, names=attribute)
+    guarded(show)({"new": getattr(owner, name)})
+    owner.observe(guarded(show), names=name)
+    control.observe(guarded(edit), names=attribute)
+
+
+def link_control(owner: traitlets.HasTraits, name: str, control: widgets.Widget, attribute: str = "value") -> None:
+    """Keep ``owner.<name>`` and ``control.<attribute>`` equal in both directions (see :func:`link_with`)."""
+    link_with(owner, name, control, lambda value: setattr(control, attribute, value), attribute=attribute)
 
 
 def link_choice(owner: traitlets.HasTraits, name: str, control: widgets.Dropdown, label: Callable[[Any], str],
@@ -257,38 +259,13 @@ def link_choice(owner: traitlets.HasTraits, name: str, control: widgets.Dropdown
 
     A value set from Python that the dropdown does not offer yet is added as a new option (shown as
     ``label(value)``), never replaced by another. ``encode``/``decode`` map trait values to option
-    values and back (e.g. None <-> -1: ipywidgets reads None as "no selection"). Done here, with one
-    guard for both directions, because a dropdown jumps to its first option whenever its options change.
+    values and back (e.g. None <-> -1: ipywidgets reads None as "no selection"). One guard covers
+    both directions, because a dropdown jumps to its first option whenever its options change.
     """
-    busy = [False]
-
     def show(value: Any) -> None:
         option = encode(value)
         if option not in [v for _, v in control.options]:
             control.options = list(control.options) + [(label(value), option)]
         control.value = option
 
-    def to_control(change: dict) -> None:
-        if not busy[0]:
-            busy[0] = True
-            try:
-                show(change["new"])
-            finally:
-                busy[0] = False
-
-    def to_owner(change: dict) -> None:
-        if busy[0]:
-            return
-        busy[0] = True
-        try:
-            propose(owner, name, decode(change["new"]), f"setting {name}", undo=lambda: show(getattr(owner, name)))
-        finally:
-            busy[0] = False
-
-    busy[0] = True
-    try:
-        show(getattr(owner, name))
-    finally:
-        busy[0] = False
-    owner.observe(to_control, names=name)
-    control.observe(to_owner, names="value")
+    link_with(owner, name, control, show, read=decode)
