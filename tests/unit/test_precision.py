@@ -289,3 +289,68 @@ def test_the_toggle_recomputes_in_bf16_and_caches_apart(tiny_vit, astronaut):
     with pytest.raises(InvalidStateError, match="'auto'"):
         widget.precision = "half"
     assert widget.wait(60) and np.array_equal(widget.explanation.mapset().patch_scores, fp32)
+
+
+# --- the cached reduced-precision copy of the image tower -------------------------------------------
+
+@pytest.fixture()
+def counted_copies(monkeypatch):
+    """A fresh tiny ViT, and a list that records every reduced-precision tower copy made."""
+    from clipsurgery_widgets.engine import load_model
+    from clipsurgery_widgets.engine import precision as precision_module
+
+    made = []
+    real = precision_module._cast_copy
+
+    def counting(visual, dtype):
+        made.append((visual, dtype))
+        return real(visual, dtype)
+
+    monkeypatch.setattr(precision_module, "_cast_copy", counting)
+    return load_model("tiny-random-vit", device="cpu"), made
+
+
+def test_the_reduced_tower_copy_is_made_once_and_reused(counted_copies, astronaut):
+    from clipsurgery_widgets.engine.towers.dense import encode_dense
+    from clipsurgery_widgets.engine.towers.encode import tower_for
+
+    model, made = counted_copies
+    pixels = preprocess(astronaut, 224, model.mean, model.std, model.patch_size)
+    first = encode_image_tokens(model, pixels, precision="bf16")
+    second = encode_image_tokens(model, pixels, precision="bf16")
+    dense = encode_dense(model, pixels, "sclip", precision="bf16")
+    assert len(made) == 1 and made[0][1] == torch.bfloat16
+    assert torch.equal(first.surgery, second.surgery) and first.surgery.dtype == dense.tokens.dtype == torch.float32
+    copy = tower_for(model, model.model.visual, Precision("bf16", "cpu"))
+    assert copy is not model.model.visual and len(made) == 1
+    assert all(p.dtype == torch.bfloat16 for p in copy.parameters())
+    encode_image_tokens(model, pixels, precision="fp32")  # fp32 runs the user's tower: no copy
+    assert len(made) == 1
+
+
+def test_the_users_tower_stays_fp32_and_unchanged(counted_copies, astronaut):
+    from clipsurgery_widgets.engine.towers.dense import encode_dense
+
+    model, _ = counted_copies
+    visual = model.model.visual
+    params = {name: (p, p.detach().clone()) for name, p in visual.named_parameters()}
+    pixels = preprocess(astronaut, 224, model.mean, model.std, model.patch_size)
+    encode_image_tokens(model, pixels, precision="bf16")
+    encode_dense(model, pixels, "gem", precision="bf16")
+    now = dict(visual.named_parameters())
+    assert now.keys() == params.keys()
+    for name, (tensor, saved) in params.items():
+        assert now[name] is tensor and tensor.dtype == torch.float32 and torch.equal(tensor, saved), name
+
+
+def test_an_in_place_weight_change_rebuilds_the_copy(counted_copies, astronaut):
+    model, made = counted_copies
+    pixels = preprocess(astronaut, 224, model.mean, model.std, model.patch_size)
+    before = encode_image_tokens(model, pixels, precision="bf16").surgery
+    with torch.no_grad():
+        model.model.visual.proj.mul_(-1.0)  # an in-place edit the version counter records
+    after = encode_image_tokens(model, pixels, precision="bf16").surgery
+    reference = encode_image_tokens(model, pixels, precision="fp32").surgery
+    assert len(made) == 2
+    assert torch.nn.functional.cosine_similarity(after, reference, dim=-1).min() > 0.99
+    assert torch.nn.functional.cosine_similarity(after, before, dim=-1).max() < -0.99

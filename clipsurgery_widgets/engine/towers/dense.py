@@ -20,7 +20,7 @@ from ..errors import MethodError
 from ..precision import computing_in
 from .dense_attention import mixed_values
 from .dense_params import METHODS, STREAM_METHODS, first_changed_block, resolve_params
-from .encode import image_tower
+from .encode import image_tower, tower_for
 from .ops import merge_heads, split_heads_qkv
 from .pos_tables import dense_embed, patch_grid, table_key
 from .resnet import resnet_pool_tokens
@@ -93,10 +93,12 @@ def encode_dense_many(model: Any, pixels: torch.Tensor,
     in-projection, one batched out-projection and one batched MLP per block serve every method.
 
     precision: "fp32" (None: fp32, or an enclosing using_precision block's), "bf16", "fp16" (CUDA)
-    or "auto"; reduced precisions run under autocast and return float32 tokens.
+    or "auto"; reduced precisions run a cached bf16/fp16 copy of the tower under autocast (see
+    engine/precision.py) and return float32 tokens.
     """
-    with computing_in(precision, image_tower(model)[0]) as p:
-        results = _dense_many(model, pixels, methods)
+    visual = image_tower(model)[0]
+    with computing_in(precision, visual) as p:
+        results = _dense_many(tower_for(model, visual, p), pixels, methods)
     return {key: DenseTokens(tokens=p.output(r.tokens), grid=r.grid, method=r.method, params=r.params)
             for key, r in results.items()} if p.reduced else results
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from ..precision import computing_in
+from ..precision import Precision, computing_in, reduced_tower
 from ..results import ImageTokens
 from .ops import (attention_weights, check_pixels, merge_heads, resized_pos_embed, split_heads, split_heads_qkv)
 from .resnet import (RESNET_MODES, attnpool_qkv, check_resnet_mode, resnet_features, resnet_pool_tokens,
@@ -28,7 +28,7 @@ from .vit import (VitStream, check_depth, check_vit, dual_path_block, num_blocks
                   vit_embed, vit_stream, vit_tokens)
 
 __all__ = [
-    "encode_image_tokens", "image_tower", "RESNET_MODES",
+    "encode_image_tokens", "image_tower", "tower_for", "RESNET_MODES",
     "vit_embed", "vit_stream", "VitStream", "run_block", "dual_path_block", "project_tokens", "num_blocks",
     "check_vit", "check_depth", "resnet_features", "resnet_tokens", "attnpool_qkv", "vv_attention",
     "check_resnet_mode", "resized_pos_embed", "split_heads", "merge_heads", "split_heads_qkv",
@@ -57,6 +57,16 @@ def image_tower(model: Any) -> tuple[nn.Module, str]:
                                 f"tower, not {kind}. Load one with load_model('ViT-B-16') or load_model('RN50').")
 
 
+def tower_for(model: Any, visual: nn.Module, p: Precision) -> nn.Module:
+    """The tower to run in precision ``p``: ``visual`` for fp32, else its cached reduced-precision
+    copy, keyed also by the LoadedModel's fingerprint when ``model`` is one."""
+    if not p.reduced:
+        return visual
+    watch = getattr(model, "watch", None)
+    fingerprint = watch.fingerprint() if watch is not None else None
+    return reduced_tower(visual, p, fingerprint)
+
+
 @torch.no_grad()
 def encode_image_tokens(model: Any, pixels: torch.Tensor, depth: int = 6, resnet_mode: str = "repo",
                         precision: str | None = None) -> ImageTokens:
@@ -69,7 +79,8 @@ def encode_image_tokens(model: Any, pixels: torch.Tensor, depth: int = 6, resnet
         depth: ViT surgery depth K, 1..L (the last K blocks get the v-v path). Unused for ResNets.
         resnet_mode: "repo" (default) or "paper" v-v attention in the ResNet attention pool.
         precision: "fp32" (None: fp32, or an enclosing using_precision block's), "bf16", "fp16"
-            (CUDA) or "auto"; reduced precisions run under autocast and return float32 tokens.
+            (CUDA) or "auto"; reduced precisions run a cached bf16/fp16 copy of the tower under
+            autocast (see engine/precision.py) and return float32 tokens.
 
     Returns:
         ImageTokens(raw [B, 1+N, D], surgery [B, 1+N, D], grid (gh, gw)); raw[:, 0] equals
@@ -78,6 +89,7 @@ def encode_image_tokens(model: Any, pixels: torch.Tensor, depth: int = 6, resnet
     check_resnet_mode(resnet_mode)
     visual, family = image_tower(model)
     with computing_in(precision, visual) as p:
+        visual = tower_for(model, visual, p)
         if family == "vit":
             raw, surgery, grid = vit_tokens(visual, pixels, depth)
         else:
