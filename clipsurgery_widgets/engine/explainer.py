@@ -19,10 +19,7 @@ from .loading import LoadedModel, load_model, wrap_model
 from .notices import quote, warn_user
 from .precision import Precision, check_precision, resolve_precision, using_precision
 from .results import Explanation, ImageTokens, MapSet
-from .surgery import feature_surgery
-from .surgery import (
-    feature_surgery as feature_surgery_scores,  # explain() has a flag of that name
-)
+from .surgery import feature_surgery as surgery_scores  # renamed: explain() has a flag called feature_surgery
 from .text.encoding import TEMPLATES, check_templates, encode_texts
 from .text.labels import parse_labels, parse_target
 from .towers.dense import encode_dense_many
@@ -261,7 +258,7 @@ class Explainer:
         modes = {name: mode if (name == "clip_surgery" if feature_surgery is None else feature_surgery) else "none"
                  for name in names}
         _check_distinct(labels, text, cancels="labels" in modes.values())
-        results = {name: feature_surgery_scores(F.normalize(tokens[name], dim=-1), text, redundant=redundant,
+        results = {name: surgery_scores(F.normalize(tokens[name], dim=-1), text, redundant=redundant,
                                                 mode=modes[name])[0] for name in names}
         t3 = time.perf_counter()
         mapsets = {name: _mapset(scores, grid, image_size) for name, scores in results.items()}
@@ -284,7 +281,7 @@ class Explainer:
         parts = parse_target(target)
         feats = F.normalize(tokens.surgery, dim=-1)
         redundant = self.empty_feature(templates, precision)
-        cols = [feature_surgery(feats, self.label_features([p], templates, precision), redundant=redundant,
+        cols = [surgery_scores(feats, self.label_features([p], templates, precision), redundant=redundant,
                                 mode="empty")[0, 1:, 0] for p in parts]
         return torch.stack(cols, dim=1).numpy().astype(np.float32)
 
