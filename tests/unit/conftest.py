@@ -42,3 +42,21 @@ def perturbed_vit():
     from clipsurgery_widgets.engine.loading import build_tiny_model
 
     return jittered(build_tiny_model("tiny-random-vit"))
+
+
+def random_pixels(batch: int, size: tuple[int, int], seed: int = 0):
+    """Reproducible random pixels [batch, 3, H, W] (preprocessed-image stand-ins for tower tests)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, *size, generator=g)
+
+
+def load_script(path, name: str):
+    """Import a script (benchmarks/, scripts/) that is not part of the package, as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

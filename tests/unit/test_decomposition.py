@@ -10,7 +10,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import jittered
+from conftest import jittered, random_pixels
 from PIL import Image
 from torch import nn
 
@@ -46,7 +46,7 @@ TEXT_CFG = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, 
 
 
 def pixels(batch=2, size=(224, 224), seed=0):
-    return torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed))
+    return random_pixels(batch, size, seed)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import jittered
+from conftest import jittered, random_pixels
 from dense_reference import ln, ref_dense, ref_qkv, ref_table, ref_weights, softmax_rows
 
 from clipsurgery_widgets.engine import (
@@ -39,8 +39,7 @@ DEFAULTS = {
 
 
 def pixels(size=NATIVE, batch=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 3, *size, generator=g)
+    return random_pixels(batch, size, seed)
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,12 @@
 detection, cache keys per precision) and its exit without CUDA."""
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 import torch
 
 from clipsurgery_widgets.engine.precision import Precision, resolve_precision
@@ -18,10 +18,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "gpu_check")
 
 
 def test_without_cuda_it_says_so_and_exits_0(gpu_check, monkeypatch, capsys):

@@ -2,12 +2,12 @@
 weights, and the notebook helper that shows the files (clipsurgery_widgets/figures/reference.py)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -18,10 +18,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_reference.py"
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("make_reference", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "make_reference")
 
 
 @pytest.fixture(scope="module")

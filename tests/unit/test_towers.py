@@ -7,7 +7,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import jittered
+from conftest import jittered, random_pixels
 from torch import nn
 
 from clipsurgery_widgets.engine.errors import ImageInputError, UnsupportedModelError
@@ -26,8 +26,7 @@ TEXT_CFG = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, 
 
 
 def pixels(size=SQUARE, batch=1, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 3, *size, generator=g)
+    return random_pixels(batch, size, seed)
 
 
 @pytest.fixture(scope="module")
