@@ -13,13 +13,13 @@ import re
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-import plotly.graph_objects as go
 
 from ..engine.attention import (GLOBAL, KINDS, STAT_NAMES, STAT_TITLES, AttentionRows, AttentionStats, Query, cell_box)
 from ..engine.method_rows import KIND_METHODS, KindRow
 from ..figures.attention import head_text, kind_title, panel_title, query_text
 from ..figures.style import method_name
 from .attention_layout import IMAGE_PANEL, AttentionLayout
+from .live_figure import LiveFigure
 from .plotting import axis_name, axis_ref, compact, image_data_uri, plotly_colorscale, plotly_text
 
 __all__ = ["AttentionView", "IMAGE_PANEL"]
@@ -50,7 +50,7 @@ class AttentionView(AttentionLayout):
         self._marked_layer: int | None = None
         self._rows: AttentionRows | None = None
         self._panels: dict[str, KindRow | None] = {}
-        self.fig = go.FigureWidget(data=self.traces, layout=dict(
+        self.fig = LiveFigure(data=self.traces, layout=dict(
             self.axis_layout, height=self.plot_px + 70, margin=dict(l=40, r=10, t=10, b=60), dragmode=False,
             plot_bgcolor="white", hovermode="closest", annotations=self.notes, images=self.images,
             showlegend=True, legend=dict(orientation="h", x=0.5, xanchor="center", y=-0.02, yanchor="top",

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from ..engine.decomposition.ablation import Ablation
 from ..figures.decomposition import ABLATED_BAR_COLOR, ATTN_COLOR, MLP_COLOR
 from ..figures.style import MARKER_COLOR
+from .live_figure import LiveFigure
 from .plotting import HEAT_TRACE, PanelFigure, compact, plotly_colorscale, plotly_text
 
 FULL_PANEL, HEAD_PANEL = 0, 1
@@ -156,7 +157,7 @@ class DecompositionView:
 
     def _grid_figure(self) -> go.FigureWidget:
         layers, heads = self.num_layers, self.num_heads
-        fig = go.FigureWidget([
+        fig = LiveFigure([
             go.Heatmap(z=np.zeros((layers, heads)).tolist(), x=list(range(heads)), y=list(range(layers)),
                        colorscale="RdBu", reversescale=True, zmid=0.0, xgap=1, ygap=1, name="heads",
                        colorbar=dict(title=dict(text="contribution", side="right"), thickness=12),
@@ -180,7 +181,7 @@ class DecompositionView:
     @staticmethod
     def _bar_figure() -> go.FigureWidget:
         # Bars 0-1 carry the data (ablated layers greyed); 2-4 are legend entries with fixed colours.
-        fig = go.FigureWidget([go.Bar(x=[], y=[], name="attention", marker=dict(color=ATTN_COLOR), showlegend=False),
+        fig = LiveFigure([go.Bar(x=[], y=[], name="attention", marker=dict(color=ATTN_COLOR), showlegend=False),
                                go.Bar(x=[], y=[], name="MLP", marker=dict(color=MLP_COLOR), showlegend=False)]
                               + [go.Bar(x=[None], y=[None], name=name, marker=dict(color=colour), hoverinfo="skip")
                                  for name, colour in (("attention", ATTN_COLOR), ("MLP", MLP_COLOR),

@@ -27,6 +27,7 @@ from ..engine.regions import sample_positions
 from ..figures.style import (
     MARKER_COLOR,  # one colour for the clicked point in live and static views
 )
+from .live_figure import LiveFigure
 
 HEAT_TRACE, OUTLINE_TRACE = 0, 1
 TRACES_PER_PANEL = 2
@@ -133,7 +134,7 @@ class PanelFigure:
     def go_live(self) -> go.FigureWidget:
         """Turn the staged figure into its FigureWidget (once) and wire the click callbacks."""
         if not self.live:
-            self.fig = go.FigureWidget(self.fig)
+            self.fig = LiveFigure(self.fig)
             for panel in range(self.capacity):
                 self.trace(panel, HEAT_TRACE).on_click(self._make_click_handler(panel))
         return self.fig
@@ -332,7 +333,7 @@ class PanelFigure:
 
 def bar_figure(height: int = 260) -> go.FigureWidget:
     """An empty bar chart for per-label scores at a clicked patch."""
-    fig = go.FigureWidget(go.Bar(x=[], y=[], name="score", marker=dict(color=[])))
+    fig = LiveFigure(go.Bar(x=[], y=[], name="score", marker=dict(color=[])))
     fig.update_layout(height=height, margin=dict(l=50, r=10, t=40, b=80), showlegend=False,
                       title=dict(text="", font=dict(size=13)), yaxis=dict(title=dict(text="score", font=dict(size=11))),
                       xaxis=dict(tickangle=-40))

@@ -21,6 +21,7 @@ from PIL import Image
 
 from ..engine.regions import display_step, region_outline
 from ..figures.style import BOX_COLOR, NEGATIVE_COLOR, POSITIVE_COLOR
+from .live_figure import LiveFigure
 from .plotting import image_data_uri, plotly_colorscale, plotly_text, subsample
 
 # Trace and layout-image indices (the end-to-end test reads the mask image by its index).
@@ -224,7 +225,7 @@ class SamView:
         axis = dict(visible=False, showgrid=False, zeroline=False, constrain="domain", fixedrange=True)
         titles = [dict(text="", x=x, y=1.0, xref="paper", yref="paper", showarrow=False, yanchor="bottom",
                        font=dict(size=13)) for x in (0.755, 0.245)]
-        fig = go.FigureWidget(data=traces, layout=dict(
+        fig = LiveFigure(data=traces, layout=dict(
             width=self.width, height=440, margin=dict(l=8, r=8, t=30, b=8), dragmode=False,
             plot_bgcolor="white", showlegend=False, hovermode="closest", annotations=titles, images=images,
             xaxis=dict(axis, domain=[0.51, 1.0]), yaxis=dict(axis, scaleanchor="x", autorange="reversed"),

@@ -292,3 +292,22 @@ def _finished(prompt: str) -> bool:
 def lab(page, lab_server) -> Lab:
     """Helpers bound to this test's page and the session's JupyterLab server."""
     return Lab(page, lab_server)
+
+
+def hover_over(page, box: dict, fx: float, fy: float, attempts: int = 5, wait_ms: float = 4_000):
+    """Hover at fractions (fx, fy) of an element's box until plotly shows its hover label; return it.
+
+    A single mouse move is not enough when plotly redraws the plot under a pointer that is already
+    there (no new mousemove reaches it), so each attempt leaves the spot and comes back in steps.
+    """
+    x, y = box["x"] + box["width"] * fx, box["y"] + box["height"] * fy
+    hover = page.locator(".hoverlayer .hovertext").first
+    for attempt in range(attempts):
+        page.mouse.move(x - 12 - 4 * attempt, y - 12)
+        page.mouse.move(x, y, steps=4)
+        try:
+            hover.wait_for(timeout=wait_ms)
+            return hover
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: try again from elsewhere
+            continue
+    raise AssertionError(f"no hover label at ({x:.0f}, {y:.0f}) after {attempts} attempts")

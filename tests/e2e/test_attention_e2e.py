@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import hover_over
 
 pytestmark = pytest.mark.e2e
 
@@ -68,9 +69,7 @@ def test_attention_explorer_in_browser(lab):
     drag.scroll_into_view_if_needed()
     box = drag.bounding_box()
     x, y = box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.8
-    page.mouse.move(x, y)
-    hover = page.locator(".hoverlayer .hovertext").first
-    hover.wait_for(timeout=10_000)
+    hover = hover_over(page, box, 0.2, 0.8)
     assert "row" in hover.text_content() and "col" in hover.text_content()
     page.mouse.click(x, y)
     clicked = wait_for_new_view(page, before, ("box", "qk", "vv"))

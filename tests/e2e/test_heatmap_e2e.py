@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+from conftest import hover_over
 from PIL import Image
 
 from clipsurgery_widgets.engine.images import sample_image
@@ -110,9 +111,7 @@ def test_quickstart_explorer_in_browser(lab, tmp_path):
     # Hover shows the normalised and the raw score.
     drag = explorer.locator(".csw-plot .nsewdrag").first
     box = drag.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.4)
-    hover = page.locator(".hoverlayer .hovertext").first
-    hover.wait_for(timeout=10_000)
+    hover = hover_over(page, box, 0.3, 0.4)
     hover_text = hover.text_content()
     assert "normalised" in hover_text and "raw score" in hover_text, hover_text
 

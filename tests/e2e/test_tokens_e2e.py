@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import hover_over
 
 from clipsurgery_widgets.widgets import plotting
 
@@ -76,9 +77,7 @@ def test_token_explorer_in_browser(lab):
     drag = explorer.locator(".csw-plot .nsewdrag").first
     box = drag.bounding_box()
     x, y = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.4
-    page.mouse.move(x, y)  # plotly reports a click on the points it is hovering: hover first, as a person does
-    hover = page.locator(".hoverlayer .hovertext").first
-    hover.wait_for(timeout=10_000)
+    hover = hover_over(page, box, 0.3, 0.4)  # plotly reports a click on the points it is hovering: hover first
     assert "raw score" in hover.text_content()
     page.mouse.click(x, y)
     explorer.locator(".csw-token-info", has_text="at patch (row").wait_for(timeout=30_000)
