@@ -1,16 +1,22 @@
-"""HeatmapExplorer responsiveness, server side: ViT-B-16 with random weights on the CPU, 224 px.
+"""HeatmapExplorer responsiveness, server side (the kernel's share of each interaction).
 
-Measures, in one run, from setting a trait (what a keystroke or an upload does) until the widget
-has sent its updates to the (absent) browser:
+Part "figure" (tiny random ViT, so that the figure, not the model, is what is timed): from setting a
+trait until the widget has handed its updates to the (absent) browser,
+  * a colour-map change, one opacity step and a view switch ("one label" <-> "raw vs surgery"),
+    first on a fresh explorer, then again after the 59-label grid (PASCAL Context preset, "all
+    labels", then four typed labels and "one label"); prints the trace count of the figure and the
+    ratio after/before (1.0: the grid left nothing behind);
+  * the first click on a map versus later clicks (ratio first/later).
+Part "toggle" (ViT-B-16 with random weights, 224 px):
   * a cached label toggled off and on (image tokens and label features cached): target < 300 ms
     in the browser, so the server-side share is printed as a ratio to that budget;
   * a new image whose labels are already cached (one image forward pass);
   * the first explanation (labels encoded with the 85-prompt ensemble, then the image).
-Also prints the bytes the figure sends for a label toggle versus for a new image.
+  Also prints the bytes the figure sends for a label toggle versus for a new image.
 The browser-side numbers (tiny model) come from tests/e2e/test_heatmap_e2e.py
 (test-artifacts/heatmap-e2e-timings.json).
 
-    .venv/bin/python benchmarks/bench_heatmap_widget.py [--model ViT-B-16] [--toggles 6]
+    .venv/bin/python benchmarks/bench_heatmap_widget.py [--part figure|toggle|all] [--model ViT-B-16] [--toggles 6]
 """
 from __future__ import annotations
 
@@ -20,16 +26,17 @@ import statistics
 import time
 
 import numpy as np
-import open_clip
 import torch
 
+from clipsurgery_widgets.data.presets import PASCAL_CONTEXT_59
 from clipsurgery_widgets.engine.explainer import Explainer
 from clipsurgery_widgets.engine.images import sample_image
-from clipsurgery_widgets.engine.loading import wrap_model
+from clipsurgery_widgets.engine.loading import load_model
 from clipsurgery_widgets.widgets.heatmap import HeatmapExplorer
 
 BUDGET_MS = 300.0
 LABELS = "cat, grass, sky, ground"
+TYPED = "cat, dog, tree, sky"  # the four labels typed after the 59-label grid
 
 
 def payload_meter(figure) -> list[int]:
@@ -54,17 +61,67 @@ def timed(action, widget) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="ViT-B-16")
-    parser.add_argument("--toggles", type=int, default=6)
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    model = open_clip.create_model(args.model, pretrained=None).eval()
-    explainer = Explainer(wrap_model(model, name=args.model), cache_dir=False)
-    print(f"{args.model}, random weights, CPU, {torch.get_num_threads()} threads, input 224 px")
+# --- part "figure" ---------------------------------------------------------------------------
 
-    first_ms = None
+def style_and_view_ms(widget: HeatmapExplorer, rounds: int) -> dict[str, float]:
+    """Median ms of a colour-map change, one opacity step and a view switch (each way counted)."""
+    cmap, opacity, view = [], [], []
+    for _ in range(rounds):
+        for name in ("viridis", "jet"):
+            cmap.append(timed(lambda: setattr(widget, "cmap", name), widget))
+        for value in (0.65, 0.6):
+            opacity.append(timed(lambda: setattr(widget, "opacity", value), widget))
+        for name in ("compare", "overlay"):
+            view.append(timed(lambda: setattr(widget, "view", name), widget))
+    return {"cmap": statistics.median(cmap), "opacity": statistics.median(opacity), "view": statistics.median(view)}
+
+
+def figure_part(rounds: int) -> None:
+    explainer = Explainer(load_model("tiny-random-vit", device="cpu"), cache_dir=False)
+    cat = sample_image("cat")
+    print(f"\n[figure] tiny-random-vit, CPU, {torch.get_num_threads()} threads; medians of {2 * rounds} changes")
+    HeatmapExplorer(explainer, cat, labels=LABELS).wait()  # warm caches (prompts, plotly imports)
+
+    widget = HeatmapExplorer(explainer, cat, labels=LABELS)
+    widget.wait()
+    # First click on a fresh explorer versus later clicks (the route a real click takes).
+    first_click = timed(lambda: widget.plots.panels.click(0, 100.0, 80.0), widget)
+    later = [timed(lambda i=i: widget.plots.panels.click(0, 60.0 + 10 * i, 120.0), widget) for i in range(8)]
+    fresh_traces = len(widget.current_figure.data)
+    before = style_and_view_ms(widget, rounds)
+
+    grid_ms = timed(lambda: setattr(widget, "labels", list(PASCAL_CONTEXT_59)), widget)
+    grid_ms += timed(lambda: setattr(widget, "view", "grid"), widget)
+    grid_traces = len(widget.current_figure.data)
+    widget.labels = TYPED
+    widget.view = "overlay"
+    widget.wait()
+    after_traces = len(widget.current_figure.data)
+    after = style_and_view_ms(widget, rounds)
+
+    print(f"figure traces: fresh {fresh_traces}, 59-label grid {grid_traces}, "
+          f"after the grid (4 labels, one label) {after_traces}")
+    print(f"59 labels + grid view: {grid_ms:8.0f} ms")
+    for key, what in (("cmap", "colour-map change"), ("opacity", "one opacity step"),
+                      ("view", "view switch one label <-> raw vs surgery")):
+        print(f"{what:<42} before the grid {before[key]:7.1f} ms, after {after[key]:7.1f} ms "
+              f"(ratio after/before {after[key] / before[key]:.2f})")
+    print(f"{'first click on a map':<42} {first_click:7.1f} ms, later clicks {statistics.median(later):7.1f} ms "
+          f"(ratio first/later {first_click / statistics.median(later):.2f})")
+
+
+# --- part "toggle" ---------------------------------------------------------------------------
+
+def toggle_part(model_name: str, toggle_rounds: int) -> None:
+    import open_clip
+
+    from clipsurgery_widgets.engine.loading import wrap_model
+
+    torch.manual_seed(0)
+    model = open_clip.create_model(model_name, pretrained=None).eval()
+    explainer = Explainer(wrap_model(model, name=model_name), cache_dir=False)
+    print(f"\n[toggle] {model_name}, random weights, CPU, {torch.get_num_threads()} threads, input 224 px")
+
     start = time.perf_counter()
     widget = HeatmapExplorer(explainer, sample_image("cat"), labels=LABELS)
     widget.wait()
@@ -74,7 +131,7 @@ def main() -> None:
 
     sizes = payload_meter(widget.current_figure)
     toggles = []
-    for _ in range(args.toggles):
+    for _ in range(toggle_rounds):
         for text in (LABELS, LABELS + ", dog"):
             toggles.append(timed(lambda: setattr(widget, "labels", text), widget))
     toggle_bytes = statistics.median(sizes)
@@ -92,6 +149,19 @@ def main() -> None:
     print(f"bytes sent per toggle (median message):           {toggle_bytes:8.0f}")
     print(f"bytes sent for a new image (largest message):     {image_bytes:8.0f}  "
           f"(ratio to a toggle: {image_bytes / toggle_bytes:.1f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("figure", "toggle", "all"), default="all")
+    parser.add_argument("--model", default="ViT-B-16", help="model of the 'toggle' part")
+    parser.add_argument("--toggles", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of style/view changes in the 'figure' part")
+    args = parser.parse_args()
+    if args.part in ("figure", "all"):
+        figure_part(args.rounds)
+    if args.part in ("toggle", "all"):
+        toggle_part(args.model, args.toggles)
 
 
 if __name__ == "__main__":

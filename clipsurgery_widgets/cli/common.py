@@ -34,8 +34,26 @@ def add_output_options(parser: argparse.ArgumentParser, default_out: str) -> Non
     parser.add_argument("--opacity", type=float, default=0.6, help="overlay opacity over the image, 0..1 (default 0.6)")
     parser.add_argument("--dpi", type=int, default=150, help="figure resolution (default 150)")
     parser.add_argument("--out", default=default_out, help=f"output figure: .png, .svg, .pdf or .jpg (default {default_out})")
+    parser.add_argument("--layout", default=None, type=parse_layout,
+                        help="print size: column (3.5 in wide), page (7 in), a width in inches (5) or WxH "
+                             "in inches (5x3); fonts are set for that size (default: the figure's own size)")
     parser.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+
+def parse_layout(text: str) -> str | float | tuple[float, float]:
+    """ "column" / "page" -> itself; "5" -> 5.0 inches wide; "5x3" -> (5.0, 3.0) inches; checked as figures do."""
+    from ..figures.layout import paper_size  # (matplotlib: imported only when the option is used)
+
+    text = text.strip().lower()
+    try:
+        layout = text if text in ("column", "page") else (
+            tuple(float(v) for v in text.split("x")) if "x" in text else float(text))
+        paper_size(layout)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}" if "layout" in str(exc).lower() else
+                                         f"{text!r}: use column, page, a width in inches or WxH in inches") from None
+    return layout
 
 
 def parse_size(text: str) -> int | tuple[int, int]:
@@ -139,8 +157,13 @@ def load_cli_model(args: argparse.Namespace, say: Callable[[str], None], step: s
                       trust_checkpoint=args.trust_checkpoint)
 
 
-def save(fig: Any, args: argparse.Namespace) -> Path:
-    out = Path(args.out)
+def save(fig: Any, args: argparse.Namespace, out: str | Path | None = None) -> Path:
+    """Write ``fig`` to ``out`` (default ``--out``) at ``--dpi``, sized by ``--layout`` when given."""
+    out = Path(out or args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if getattr(args, "layout", None) is not None:
+        from ..figures.output import save_figure
+
+        return save_figure(fig, out, dpi=args.dpi, layout=args.layout)
     fig.savefig(out, dpi=args.dpi, bbox_inches="tight")
     return out

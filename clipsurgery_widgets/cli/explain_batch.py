@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .common import (EXIT_OK, FIGURE_SUFFIXES, UsageError, check_depth_after_loading, check_model_options,
-                     load_cli_model, reporter)
+                     load_cli_model, reporter, save)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 GLOB_CHARACTERS = "*?["
@@ -78,7 +78,7 @@ def run_explain_many(args: argparse.Namespace, labels: list[str], compare: list[
 
     def write(index: int, rgb, explanation) -> None:  # as each image is done: an interrupted run keeps them
         fig = draw_figure(args, rgb, explanation, compare)
-        fig.savefig(todo[index][1], dpi=args.dpi, bbox_inches="tight")
+        save(fig, args, todo[index][1])
         plt.close(fig)
 
     explainer.explain_many([str(image) for image, _ in todo], labels, batch_size=args.batch_size,

@@ -29,7 +29,7 @@ from .images import ImageInput
 from .maps import similarity_maps
 from .regions import patch_at
 from .surgery import feature_surgery
-from .text.captions import (CaptionTokens, token_features, tokenize_caption)
+from .text.captions import (CaptionTokens, CaptionWords, caption_words, token_features, tokenize_caption)
 
 SCORE_SOURCES = ("global", "max")
 
@@ -53,7 +53,7 @@ class RegionRanking:
 class TokenAttribution:
     """How each caption token matches one image (what :func:`token_attributions` returns).
 
-    tokens:         CaptionTokens (T tokens, start and end included).
+    tokens:         CaptionTokens (T tokens, start and end included); CaptionWords after :meth:`by_word`.
     score_source:   "global" or "max": what ``scores`` holds.
     include_special, include_punctuation: the display filters that made ``shown``.
     global_scores:  float32 [T] surgery score of each token at the image's global token.
@@ -110,6 +110,24 @@ class TokenAttribution:
                                               punctuation)
         return replace(self, score_source=score, include_special=special, include_punctuation=punctuation,
                        scores=scores, shown=shown, order=order, rank=rank)
+
+    def by_word(self) -> "TokenAttribution":
+        """The same attribution with one unit per word instead of one per BPE piece (no model call).
+
+        A word's scores are the mean of its pieces' (docs/algorithms.md#token-attribution): at the
+        global token, at each patch (so its map, its "max" score and its region scores come from
+        those means). ``tokens`` becomes a :class:`CaptionWords`, indices count units (0 = start,
+        last = end); a caption of single-piece words keeps its indices and scores.
+        """
+        if isinstance(self.tokens, CaptionWords):
+            return self
+        words = caption_words(self.tokens)
+        global_scores, patch_scores = words.pool(self.global_scores), words.pool(self.patch_scores)
+        scores, shown, order, rank = _ranking(words, global_scores, patch_scores, self.score_source,
+                                              self.include_special, self.include_punctuation)
+        maps = similarity_maps(torch.from_numpy(patch_scores)[None], self.grid, self.grid)[0].numpy()
+        return replace(self, tokens=words, global_scores=global_scores, patch_scores=patch_scores, scores=scores,
+                       shown=shown, order=order, rank=rank, token_maps=maps)
 
     def patch_at(self, x: float, y: float) -> int:
         """Flat row-major index of the patch under image pixel (x = column, y = row)."""

@@ -1,6 +1,8 @@
 """Similarity maps, heat-map overlays and point prompts for SAM (docs/algorithms.md#similarity-maps and #points-for-sam)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -38,6 +40,9 @@ def map_to_points(
     size: tuple[int, int],
     threshold: float = 0.8,
     downsample: int = 2,
+    *,
+    threshold_mode: str = "value",
+    max_points: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """SAM point prompts from one label's patch scores (docs/algorithms.md#points-for-sam).
 
@@ -50,13 +55,19 @@ def map_to_points(
         patch_scores: [N] scores of one label's patch tokens, N == gh * gw.
         grid: (gh, gw) patch grid.
         size: (H, W) of the original image.
+        threshold_mode: "value": cells >= ``threshold`` count; "quantile": cells >= the
+            ``threshold``-quantile of the cells' values count (0.9: about the top tenth), so the
+            number of points no longer depends on how peaked the map is. A flat map gives none.
+        max_points: at most this many positives (and as many negatives); None: no limit but
+            half the cells.
 
     Returns:
         points: int64 [2 * num, 2] in (x, y) order, positives first (highest score first), then
         negatives (lowest score first). labels: uint8 [2 * num], 1 positive, 0 negative.
     """
+    rule = _point_rule(threshold, threshold_mode, max_points)
     cells, cell_grid = _smoothed_cells(patch_scores, grid, downsample)
-    positives, negatives = _extreme_cells(cells, threshold)
+    positives, negatives = _extreme_cells(cells, *rule)
     points = np.concatenate([_cell_centres(positives, cell_grid, size), _cell_centres(negatives, cell_grid, size)])
     labels = np.concatenate([np.ones(len(positives), np.uint8), np.zeros(len(negatives), np.uint8)])
     return points, labels
@@ -68,6 +79,9 @@ def combine_targets(
     size: tuple[int, int],
     threshold: float = 0.8,
     downsample: int = 2,
+    *,
+    threshold_mode: str = "value",
+    max_points: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """SAM point prompts for a combined target "a+b+..." (docs/algorithms.md#points-for-sam, combined targets).
 
@@ -76,7 +90,8 @@ def combine_targets(
 
     Args:
         part_scores: [N, P] single-text surgery scores of the P parts' patch tokens.
-        grid, size, threshold, downsample: as in :func:`map_to_points`.
+        grid, size, threshold, downsample, threshold_mode, max_points: as in :func:`map_to_points`
+            (the rule applies to each part's map and to the mean map separately).
 
     Returns:
         points int64 [K, 2] in (x, y) order: positives of part 0, part 1, ..., then the negatives
@@ -85,15 +100,16 @@ def combine_targets(
     scores = torch.as_tensor(np.asarray(part_scores) if not isinstance(part_scores, torch.Tensor) else part_scores)
     if scores.dim() != 2 or scores.shape[1] < 1:
         raise ValueError(f"part_scores must be [N, P] (one column per part), got shape {tuple(scores.shape)}.")
+    rule = _point_rule(threshold, threshold_mode, max_points)
     normed = _min_max(scores.float(), dim=0)
     points, labels = [], []
     for part in range(normed.shape[1]):
         cells, cell_grid = _smoothed_cells(normed[:, part], grid, downsample)
-        positives, _ = _extreme_cells(cells, threshold)
+        positives, _ = _extreme_cells(cells, *rule)
         points.append(_cell_centres(positives, cell_grid, size))
         labels.append(np.ones(len(positives), np.uint8))
     cells, cell_grid = _smoothed_cells(normed.mean(dim=1), grid, downsample)
-    _, negatives = _extreme_cells(cells, threshold)
+    _, negatives = _extreme_cells(cells, *rule)
     points.append(_cell_centres(negatives, cell_grid, size))
     labels.append(np.zeros(len(negatives), np.uint8))
     return np.concatenate(points), np.concatenate(labels)
@@ -174,9 +190,39 @@ def _smoothed_cells(patch_scores, grid: tuple[int, int], downsample: int) -> tup
     return _min_max(cells.reshape(-1), dim=0), (h, w)
 
 
-def _extreme_cells(cells: torch.Tensor, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+THRESHOLD_MODES = ("value", "quantile")
+
+
+def _point_rule(threshold: float, threshold_mode: str, max_points: int | None) -> tuple[float, str, int | None]:
+    """Check the point rule's settings (docs/algorithms.md#points-for-sam); returned in order for _extreme_cells."""
+    if threshold_mode not in THRESHOLD_MODES:
+        raise ValueError(f"threshold_mode must be 'value' (a level of the min-max scaled cells) or 'quantile' (a "
+                         f"quantile of their values), not {threshold_mode!r}.")
+    try:
+        level = float(threshold)
+    except (TypeError, ValueError):
+        raise ValueError(f"threshold must be a number, not {threshold!r}.") from None
+    if level != level:
+        raise ValueError("threshold is NaN; give a number between 0 and 1.")
+    if threshold_mode == "quantile" and not 0.0 <= level <= 1.0:
+        raise ValueError(f"A quantile threshold must be between 0 and 1 (0.9: the top tenth of the cells), "
+                         f"not {threshold!r}.")
+    if max_points is not None and (isinstance(max_points, bool) or not isinstance(max_points, (int, np.integer))
+                                   or max_points < 1):
+        raise ValueError(f"max_points must be a whole number >= 1 (positives, and as many negatives), or None for "
+                         f"no limit; got {max_points!r}.")
+    return level, threshold_mode, None if max_points is None else int(max_points)
+
+
+def _extreme_cells(cells: torch.Tensor, threshold: float, threshold_mode: str = "value",
+                   max_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the num highest (highest first) and num lowest (lowest first) cells."""
+    if threshold_mode == "quantile":
+        # A flat map (all cells 0 after min-max) has no quantile worth pointing at.
+        threshold = float(torch.quantile(cells.double(), threshold)) if cells.max() > 0 else math.inf
     num = min(int((cells >= threshold).sum()), cells.numel() // 2)
+    if max_points is not None:
+        num = min(num, max_points)
     rank = np.argsort(cells.numpy(), kind="stable")  # ascending
     return rank[::-1][:num].copy(), rank[:num].copy()
 

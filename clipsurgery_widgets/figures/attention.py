@@ -22,18 +22,20 @@ from ..engine.attention import (GLOBAL, KIND_LABELS, KINDS, STAT_NAMES, STAT_TIT
 from ..engine.maps import overlay
 from ..engine.method_rows import KindRow
 from ..engine.regions import patch_value_image
-from .style import KIND_COLORS, MARKER_COLOR, method_name, new_figure, plain_figure
+from .layout import Layout, apply_layout
+from .style import KIND_COLORS, MARKER_COLOR, inset_colorbar, method_name, new_figure, plain_figure
 
 _MAX_SIDE = 640  # panels never need more pixels than this
 
 
 PanelRows = Union[AttentionRows, Mapping[str, KindRow]]
+MAP_SCALE = "÷ max"  # colour-bar label: every map is divided by its own largest patch value
 MAP_COLUMNS = 4  # a single image's panels wrap past this many per row (as in the explorer)
 
 
 def qk_vv_figure(panels: Sequence[tuple[np.ndarray, PanelRows]], layer_name: str | None = None,
                  cmap: str = "jet", opacity: float = 0.6, panel_inches: float = 2.4,
-                 kinds: Sequence[str] = KINDS) -> Figure:
+                 kinds: Sequence[str] = KINDS, layout: Layout = None) -> Figure:
     """The paper's Figure 1 layout: one column per image; rows image-with-query, then one per kind.
 
     Args:
@@ -42,6 +44,7 @@ def qk_vv_figure(panels: Sequence[tuple[np.ndarray, PanelRows]], layer_name: str
         layer_name: shown in the title (e.g. "block 11"); default "layer <index>".
         cmap, opacity: colour map of the attention maps and their weight over the image.
         kinds: the attention kinds shown, one row each (KINDS, or any of method_rows.METHOD_KINDS).
+        layout: "column", "page", a width in inches or (width, height) (figures/layout.py); None: natural size.
     One image with more than two kinds is laid out like the explorer instead: the image, then one
     panel per kind, wrapping past four panels per row, each titled with its kind, method and block.
     """
@@ -51,7 +54,7 @@ def qk_vv_figure(panels: Sequence[tuple[np.ndarray, PanelRows]], layer_name: str
     images = [_display_image(rgb) for rgb, _ in panels]
     columns = [_kind_rows(rows, kinds) for _, rows in panels]
     if len(panels) == 1 and len(kinds) > 2:
-        return _wrapped_figure(images[0], columns[0], kinds, cmap, opacity, panel_inches)
+        return apply_layout(_wrapped_figure(images[0], columns[0], kinds, cmap, opacity, panel_inches), layout)
     fig = new_figure(1 + len(kinds), len(panels), images[0].shape, panel_inches, pad=(0.6, 0.7))
     axes = fig.subplots(1 + len(kinds), len(panels), squeeze=False)
     for col, (rgb, rows) in enumerate(zip(images, columns)):
@@ -68,7 +71,8 @@ def qk_vv_figure(panels: Sequence[tuple[np.ndarray, PanelRows]], layer_name: str
                         fontsize=10 if "\n" not in label else 8)
     first = columns[0][kinds[0]]
     fig.suptitle(f"{layer_name or f'layer {first.layer}'}, {head_text(first.head)}", fontsize=11)
-    return fig
+    inset_colorbar(axes[1, -1], cmap, MAP_SCALE)
+    return apply_layout(fig, layout)
 
 
 def _wrapped_figure(rgb: np.ndarray, rows: Mapping[str, KindRow], kinds: tuple[str, ...], cmap: str,
@@ -87,6 +91,7 @@ def _wrapped_figure(rgb: np.ndarray, rows: Mapping[str, KindRow], kinds: tuple[s
     for ax, kind in zip(axes[1:], kinds):
         _draw(ax, rgb, rows[kind].normalised(), rows[kind], cmap, opacity)
         ax.set_title("\n".join(panel_title(rows[kind])), fontsize=8)
+    inset_colorbar(axes[min(ncols, count) - 1], cmap, MAP_SCALE)
     fig.suptitle(f"{query_text(first.query)}, {head_text(first.head)}", fontsize=11)
     return fig
 
@@ -104,8 +109,9 @@ def _kind_rows(rows: PanelRows, kinds: Sequence[str]) -> Mapping[str, KindRow]:
 
 def layers_figure(rgb: np.ndarray, rows: Sequence[AttentionRows], layer_names: Sequence[str] | None = None,
                   cmap: str = "jet", opacity: float = 0.6, ncols: int | None = None,
-                  panel_inches: float = 1.3, kinds: Sequence[str] = KINDS) -> Figure:
-    """Small multiples: the rows of one query at every layer, one row of maps per kind in each band."""
+                  panel_inches: float = 1.3, kinds: Sequence[str] = KINDS, layout: Layout = None) -> Figure:
+    """Small multiples: the rows of one query at every layer, one row of maps per kind in each band (layout: as
+    for :func:`qk_vv_figure`)."""
     if not rows:
         raise ValueError("rows is empty: pass AttentionCapture.all_layers(query, head).")
     names = list(layer_names) if layer_names is not None else [f"layer {r.layer}" for r in rows]
@@ -127,13 +133,15 @@ def layers_figure(rgb: np.ndarray, rows: Sequence[AttentionRows], layer_names: S
                 ax.text(-0.08, 0.5, KIND_LABELS[kind], transform=ax.transAxes,
                         rotation=90, ha="right", va="center", fontsize=9)
     fig.suptitle(f"{query_text(rows[0].query)}, {head_text(rows[0].head)}: every layer", fontsize=11)
-    return fig
+    inset_colorbar(axes[0, min(ncols, len(rows)) - 1], cmap, MAP_SCALE)
+    return apply_layout(fig, layout)
 
 
 def stats_figure(query_stats: AttentionStats, all_stats: AttentionStats | None = None,
                  layer_names: Sequence[str] | None = None, current_layer: int | None = None,
-                 panel_inches: float = 2.6, kinds: Sequence[str] = KINDS) -> Figure:
-    """q-k against v-v across layers: one panel per statistic; solid = the query, dashed = all queries."""
+                 panel_inches: float = 2.6, kinds: Sequence[str] = KINDS, layout: Layout = None) -> Figure:
+    """q-k against v-v across layers: one panel per statistic; solid = the query, dashed = all queries
+    (layout: as for :func:`qk_vv_figure`)."""
     fig = plain_figure(figsize=(len(STAT_NAMES) * panel_inches + 0.8, panel_inches + 0.9), layout="constrained")
     axes = fig.subplots(1, len(STAT_NAMES), squeeze=False)[0]
     layers = np.asarray(query_stats.layers)
@@ -163,7 +171,7 @@ def stats_figure(query_stats: AttentionStats, all_stats: AttentionStats | None =
     fig.legend(handles + [h for h, _ in extra], labels + [l for _, l in extra], loc="outside lower center",
                ncol=3, fontsize=8, frameon=False)
     fig.suptitle(f"q-k vs v-v attention across layers, {head_text(query_stats.head)}", fontsize=11)
-    return fig
+    return apply_layout(fig, layout)
 
 
 def query_text(query) -> str:

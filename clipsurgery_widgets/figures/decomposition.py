@@ -15,7 +15,8 @@ from matplotlib.patches import Rectangle
 
 from ..engine.maps import overlay
 from .output import register_notebook_display
-from .style import ABLATED_COLOR, MARKER_COLOR, plain_figure
+from .layout import Layout, apply_layout
+from .style import ABLATED_COLOR, MARKER_COLOR, inset_colorbar, plain_figure
 
 SELECTED_COLOR = MARKER_COLOR
 ATTN_COLOR, MLP_COLOR = "#1f77b4", "#ff7f0e"  # attention and MLP bars, here and in the live widget
@@ -27,7 +28,8 @@ def decomposition_figure(rgb: np.ndarray, label: str, contributions: np.ndarray,
                          head_maps: Sequence[tuple[tuple[int, int], np.ndarray, Sequence[str]]] = (),
                          ablated_heads: Sequence[tuple[int, int]] = (), ablated_layers: Sequence[int] = (),
                          ablated_mlps: Sequence[int] = (), selected: tuple[int, int] | None = None,
-                         cmap: str = "jet", opacity: float = 0.6, texts_shown: int = 3) -> Figure:
+                         cmap: str = "jet", opacity: float = 0.6, texts_shown: int = 3,
+                         layout: Layout = None) -> Figure:
     """Top: the layer x head grid of direct contributions to ``label`` and per-layer bars.
     Bottom: the label's map from all heads, then one map per head in ``head_maps``.
 
@@ -39,6 +41,7 @@ def decomposition_figure(rgb: np.ndarray, label: str, contributions: np.ndarray,
         head_maps: ((layer, head), [H, W] map in [0, 1], its TEXTSPAN texts) per head to show.
         ablated_*: what is mean-ablated (drawn crossed out / hatched).
         selected: the head outlined in the grid.
+        layout: "column", "page", a width in inches or (width, height) (figures/layout.py); None: natural size.
     """
     register_notebook_display()
     contributions = np.asarray(contributions, dtype=np.float64)
@@ -89,7 +92,8 @@ def decomposition_figure(rgb: np.ndarray, label: str, contributions: np.ndarray,
         lines = [textwrap.shorten(t, 34) for t in list(texts)[:texts_shown]]
         title = f"layer {layer}, head {head}" + ("".join(f"\n{t}" for t in lines) if lines else "")
         _map_panel(ax, rgb, heat, title, cmap, opacity)
-    return fig
+    inset_colorbar(axes[-1], cmap, "score")
+    return apply_layout(fig, layout)
 
 
 def _map_panel(ax, rgb: np.ndarray, heat: np.ndarray, title: str, cmap: str, opacity: float) -> None:

@@ -10,18 +10,21 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from .layout import Layout, apply_layout
 from .output import register_notebook_display
 from .segmentation import class_colors
-from .style import DEFAULT_CMAP, METHOD_NAMES, label_colors, new_figure
+from .style import DEFAULT_CMAP, METHOD_NAMES, inset_colorbar, label_colors, new_figure
 
 
 def per_class_iou_figure(class_names: Sequence[str], per_class: Mapping[str, Sequence[float | None]],
-                         title: str | None = None, max_classes: int = 40, inches_per_class: float = 0.32) -> Figure:
+                         title: str | None = None, max_classes: int = 40, inches_per_class: float = 0.32,
+                         layout: Layout = None) -> Figure:
     """Horizontal bars of each class's IoU (percent), one bar per method, classes top to bottom.
 
     per_class: method -> IoU per class in [0, 1] (None: the class was never in ground truth nor
     prediction; drawn as no bar with "n/a"). With more than ``max_classes`` classes, those with
-    the highest mean IoU over methods are shown.
+    the highest mean IoU over methods are shown. layout: "column", "page", a width in inches or
+    (width, height) (figures/layout.py); None: natural size.
     """
     methods = list(per_class)
     if not methods:
@@ -53,16 +56,17 @@ def per_class_iou_figure(class_names: Sequence[str], per_class: Mapping[str, Seq
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8, frameon=False)
     ax.set_title(title or "Per-class IoU", fontsize=11)
-    return fig
+    return apply_layout(fig, layout)
 
 
 def best_worst_figure(rows: Sequence[Mapping], class_names: Sequence[str], opacity: float = 0.6,
-                      panel_inches: float = 2.4, cmap: str = DEFAULT_CMAP) -> Figure:
+                      panel_inches: float = 2.4, cmap: str = DEFAULT_CMAP, layout: Layout = None) -> Figure:
     """One row per image: photo, ground truth, prediction, and the method's map of one class.
 
     Each row is a mapping with ``rgb`` (uint8 [H, W, 3]), ``truth`` (int [H, W], 255 = ignored,
     drawn black), ``prediction`` (int [H, W]), optionally ``map`` (float [H, W] in [0, 1]) and
-    ``map_label`` (its class name), and ``title`` (e.g. "best 1: img3, mIoU 41.2%").
+    ``map_label`` (its class name), and ``title`` (e.g. "best 1: img3, mIoU 41.2%"). The map column has a
+    colour bar. layout: "column", "page", a width in inches or (width, height) (figures/layout.py).
     """
     if not rows:
         raise ValueError("No images to draw: pass at least one row (rgb, truth, prediction, ...).")
@@ -89,7 +93,10 @@ def best_worst_figure(rows: Sequence[Mapping], class_names: Sequence[str], opaci
                 axes[r, 3].set_title(f"map: {row.get('map_label', '')}", fontsize=9)
         for ax in axes[r]:
             ax.set_axis_off()
-    return fig
+    with_map = [r for r, row in enumerate(rows) if row.get("map") is not None]
+    if with_map:  # a child of the first map panel: fig.axes keeps one entry per panel
+        inset_colorbar(axes[with_map[0], 3], cmap, "score")
+    return apply_layout(fig, layout)
 
 
 def present_classes(truth: np.ndarray, ignore_index: int = 255) -> list[int]:

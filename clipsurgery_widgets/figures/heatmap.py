@@ -19,6 +19,7 @@ from matplotlib.patches import Patch
 from ..engine.maps import overlay
 from ..engine.regions import region_outline
 from ..engine.results import Explanation
+from .layout import Layout, apply_layout
 from .style import METHOD_NAMES, OUTLINE_COLOR, checked_rgb, label_colors, method_name, new_figure
 
 # The two original methods' titles (kept for callers); every method's display name is style.method_name.
@@ -29,7 +30,7 @@ _PANEL_INCHES = 2.6
 def explanation_grid(rgb: np.ndarray, explanation: Explanation, methods: Sequence[str] = ("raw", "surgery"),
                      labels: Sequence[str] | None = None, cmap: str = "jet", opacity: float = 0.6,
                      threshold: float | None = None, show_image: bool = True,
-                     panel_inches: float = _PANEL_INCHES) -> Figure:
+                     panel_inches: float = _PANEL_INCHES, layout: Layout = None) -> Figure:
     """One row per label; columns: the image, then one overlay per method (raw CLIP, CLIP Surgery, ...).
 
     Args:
@@ -41,6 +42,8 @@ def explanation_grid(rgb: np.ndarray, explanation: Explanation, methods: Sequenc
         cmap, opacity: colour map of the heat maps and their weight over the image.
         threshold: when given, outline the region where the map is >= threshold.
         show_image: include the plain image as the first column.
+        layout: "column" (3.5 in wide), "page" (7 in), a width in inches or (width, height): size,
+            fonts and height for print (figures/layout.py); None keeps ``panel_inches`` per panel.
     """
     rgb = _check_image(rgb, explanation)
     methods = _check_methods(explanation, methods)
@@ -59,14 +62,17 @@ def explanation_grid(rgb: np.ndarray, explanation: Explanation, methods: Sequenc
                 ax.text(-0.04, 0.5, label, transform=ax.transAxes, rotation=90, ha="right", va="center",
                         fontsize=11)
     _colorbar(fig, axes, cmap)
-    return fig
+    return apply_layout(fig, layout)
 
 
 def label_grid(rgb: np.ndarray, explanation: Explanation, method: str = "surgery",
                labels: Sequence[str] | None = None, cmap: str = "jet", opacity: float = 0.6,
                threshold: float | None = None, ncols: int | None = None,
-               panel_inches: float = _PANEL_INCHES) -> Figure:
-    """One overlay panel per label (one method, any the explanation holds), titled with the label, sharing a colour bar."""
+               panel_inches: float = _PANEL_INCHES, layout: Layout = None) -> Figure:
+    """One overlay panel per label (one method, any the explanation holds), titled with the label, sharing a colour bar.
+
+    layout: as for :func:`explanation_grid`.
+    """
     rgb = _check_image(rgb, explanation)
     (method,) = _check_methods(explanation, (method,))
     labels = _check_labels(explanation, labels)
@@ -83,24 +89,26 @@ def label_grid(rgb: np.ndarray, explanation: Explanation, method: str = "surgery
     if len(labels) > 1 or ncols > 1:
         fig.suptitle(method_name(method), fontsize=12)
     _colorbar(fig, axes, cmap)
-    return fig
+    return apply_layout(fig, layout)
 
 
 def overlay_figure(rgb: np.ndarray, explanation: Explanation, label: str, method: str = "surgery",
                    cmap: str = "jet", opacity: float = 0.6, threshold: float | None = None,
-                   panel_inches: float = 4.0) -> Figure:
-    """A single overlay of one label, titled "<method>: <label>", with a colour bar."""
+                   panel_inches: float = 4.0, layout: Layout = None) -> Figure:
+    """A single overlay of one label, titled "<method>: <label>", with a colour bar (layout: as for explanation_grid)."""
     fig = label_grid(rgb, explanation, method, [label], cmap, opacity, threshold, ncols=1,
                      panel_inches=panel_inches)
     fig.axes[0].set_title(f"{method_name(method)}: {label}", fontsize=11)
-    return fig
+    return apply_layout(fig, layout)
 
 
 def segmentation_figure(rgb: np.ndarray, explanation: Explanation, method: str = "surgery",
-                        opacity: float = 0.5, legend: str = "present", panel_inches: float = 4.0) -> Figure:
+                        opacity: float = 0.5, legend: str = "present", panel_inches: float = 4.0,
+                        layout: Layout = None) -> Figure:
     """The argmax label per pixel, one colour per label over the image, with a legend.
 
     legend: "present" lists only labels that win somewhere; "all" lists every label.
+    layout: as for :func:`explanation_grid`.
     """
     rgb = _check_image(rgb, explanation)
     (method,) = _check_methods(explanation, (method,))
@@ -118,7 +126,7 @@ def segmentation_figure(rgb: np.ndarray, explanation: Explanation, method: str =
     shown = range(len(explanation.labels)) if legend == "all" else np.unique(segmentation)
     handles = [Patch(facecolor=colors[i], edgecolor="none", label=explanation.labels[i]) for i in shown]
     fig.legend(handles=handles, loc="outside right upper", fontsize=9, frameon=False)
-    return fig
+    return apply_layout(fig, layout)
 
 
 

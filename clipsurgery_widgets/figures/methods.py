@@ -8,20 +8,25 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from ..engine.maps import overlay
 from ..engine.results import Explanation
+from .layout import Layout, apply_layout
 from .style import DEFAULT_CMAP, DEFAULT_OPACITY, method_name, new_figure
 
 
 def methods_grid(rgb: np.ndarray, explanation: Explanation, methods: Sequence[str] | None = None,
                  labels: Sequence[str] | None = None, cmap: str = DEFAULT_CMAP, opacity: float = DEFAULT_OPACITY,
-                 show_image: bool = True, panel_inches: float = 2.2) -> Figure:
+                 show_image: bool = True, panel_inches: float = 2.2, layout: Layout = None) -> Figure:
     """One row per label, one column per method (plus the photo first when ``show_image``).
 
     rgb: uint8 [H, W, 3], the explained image. methods: names in ``explanation.by_method``
-    (default: all of them, in the order computed). labels: default all.
+    (default: all of them, in the order computed). labels: default all. A colour bar gives the maps'
+    scale. layout: "column", "page", a width in inches or (width, height) (figures/layout.py).
     """
     methods = list(explanation.by_method) if methods is None else [methods] if isinstance(methods, str) \
         else list(methods)
@@ -54,4 +59,9 @@ def methods_grid(rgb: np.ndarray, explanation: Explanation, methods: Sequence[st
                 ax.set_title("image" if column == "image" else method_name(column), fontsize=10)
             if col == 0:
                 ax.set_ylabel(label, fontsize=10)
-    return fig
+    if cmap not in colormaps:
+        raise ValueError(f"Unknown colormap {cmap!r}; use a matplotlib name such as 'jet' or 'viridis'.")
+    bar = fig.colorbar(ScalarMappable(norm=Normalize(0.0, 1.0), cmap=colormaps[cmap]), ax=list(axes.flat),
+                       shrink=0.8 if len(labels) > 1 else 0.9, pad=0.02)
+    bar.set_label("normalised score", fontsize=9)
+    return apply_layout(fig, layout)

@@ -17,7 +17,8 @@ from matplotlib.patches import Patch, Rectangle
 
 from ..engine.maps import overlay
 from ..engine.regions import region_outline
-from .style import BOX_COLOR, MASK_COLOR, NEGATIVE_COLOR, POSITIVE_COLOR, new_figure
+from .layout import Layout, apply_layout
+from .style import BOX_COLOR, MASK_COLOR, NEGATIVE_COLOR, POSITIVE_COLOR, inset_colorbar, new_figure
 
 
 def mask_overlay(rgb: np.ndarray, mask: np.ndarray, color: str = MASK_COLOR, opacity: float = 0.5) -> np.ndarray:
@@ -44,7 +45,8 @@ def sam_figure(rgb: np.ndarray, points: Any = None, labels: Any = None, mask: np
                box: Any = None, heat: np.ndarray | None = None, auto_points: Any = None, auto_labels: Any = None,
                title: str | None = None, heat_title: str | None = None, mask_color: str = MASK_COLOR,
                opacity: float = 0.5, outline_only: bool = False, cmap: str = "jet", heat_opacity: float = 0.6,
-               marker_size: float = 90.0, legend: bool = True, panel_inches: float = 4.0) -> Figure:
+               marker_size: float = 90.0, legend: bool = True, panel_inches: float = 4.0,
+               layout: Layout = None) -> Figure:
     """The image with SAM's prompts and mask; with ``heat``, the CLIP Surgery map and its points first.
 
     Args:
@@ -57,7 +59,8 @@ def sam_figure(rgb: np.ndarray, points: Any = None, labels: Any = None, mask: np
         title, heat_title: panel titles.
         mask_color, opacity: the mask's colour and its weight over the image; ``outline_only``
             draws only its outline.
-        cmap, heat_opacity: colour map and weight of the heat map.
+        cmap, heat_opacity: colour map and weight of the heat map (with a colour bar).
+        layout: "column", "page", a width in inches or (width, height) (figures/layout.py); None: natural size.
     """
     rgb = _check_image(rgb)
     points, labels = _check_points(points, labels)
@@ -72,6 +75,7 @@ def sam_figure(rgb: np.ndarray, points: Any = None, labels: Any = None, mask: np
         auto_points, auto_labels = _check_points(auto_points, auto_labels)
         _draw_points(ax, auto_points, auto_labels, marker_size)
         _finish(ax, rgb.shape, heat_title or "CLIP Surgery")
+        inset_colorbar(ax, cmap, "score")
     ax = axes[-1]
     shown = rgb if mask is None or outline_only else mask_overlay(rgb, mask, mask_color, opacity)
     ax.imshow(shown, interpolation="nearest")
@@ -91,7 +95,7 @@ def sam_figure(rgb: np.ndarray, points: Any = None, labels: Any = None, mask: np
         if mask is not None:
             handles.append(Patch(facecolor=mask_color, edgecolor="none", label="mask"))
         fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
-    return fig
+    return apply_layout(fig, layout)
 
 
 # --- helpers -----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from .layout import Layout, apply_layout
 from .style import label_colors, new_figure
 
 
@@ -21,11 +22,13 @@ def class_colors(labels: np.ndarray, count: int, opacity: float, rgb: np.ndarray
 
 
 def class_map_figure(rgb: np.ndarray, labels: np.ndarray, class_names: Sequence[str], opacity: float = 0.6,
-                     legend: str = "present", title: str | None = None, panel_inches: float = 4.0) -> Figure:
+                     legend: str = "present", title: str | None = None, panel_inches: float = 4.0,
+                     layout: Layout = None) -> Figure:
     """Photo and its class map side by side, with a legend of the classes shown.
 
     rgb: uint8 [H, W, 3]; labels: int [H, W] class indices into ``class_names``;
-    legend: "present" (classes that occur) or "all".
+    legend: "present" (classes that occur) or "all". layout: "column", "page", a width in inches or
+    (width, height) (figures/layout.py); None: natural size.
     """
     rgb, labels = np.asarray(rgb), np.asarray(labels)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or labels.shape != rgb.shape[:2]:
@@ -46,4 +49,4 @@ def class_map_figure(rgb: np.ndarray, labels: np.ndarray, class_names: Sequence[
     shown = range(len(class_names)) if legend == "all" else np.unique(labels)
     handles = [Patch(facecolor=colors[i], edgecolor="none", label=class_names[i]) for i in shown]
     fig.legend(handles=handles, loc="outside right upper", fontsize=9, frameon=False)
-    return fig
+    return apply_layout(fig, layout)

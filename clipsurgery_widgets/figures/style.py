@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.colors import to_rgb
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
@@ -63,6 +64,22 @@ def new_figure(nrows: int, ncols: int, shape: tuple[int, ...], panel_inches: flo
     aspect = shape[0] / shape[1]
     return plain_figure(figsize=(ncols * panel_inches + pad[0], nrows * panel_inches * aspect + pad[1]),
                         layout="constrained")
+
+def inset_colorbar(ax, cmap: str, label: str, limits: tuple[float, float] = (0.0, 1.0)):
+    """A colour bar of ``cmap`` over ``limits`` just right of ``ax``, as a child of ``ax``.
+
+    Being a child, it does not add an entry to ``fig.axes`` (panel counts stay panel counts), and
+    constrained layout still makes room for it. Put it on the right-most panel of a row.
+    """
+    if cmap not in colormaps:
+        raise ValueError(f"Unknown colormap {cmap!r}; use a matplotlib name such as 'jet' or 'viridis'.")
+    cax = ax.inset_axes([1.04, 0.0, 0.06, 1.0])
+    bar = ax.get_figure(root=False).colorbar(ScalarMappable(norm=Normalize(*limits), cmap=colormaps[cmap]), cax=cax)
+    bar.set_label(label, fontsize=8)
+    bar.set_ticks(list(limits))  # the two ends only: small panels leave no room for more
+    bar.ax.tick_params(labelsize=7)
+    return bar
+
 
 # Display names of the dense methods (docs/algorithms.md#dense-methods), for titles, legends and selectors.
 METHOD_NAMES = {"raw": "raw CLIP", "clip_surgery": "CLIP Surgery", "maskclip": "MaskCLIP", "sclip": "SCLIP",

@@ -21,6 +21,7 @@ from ..engine.attention import (ALL_QUERIES, GLOBAL, AttentionCapture, Attention
 from ..engine.cache import LRUCache, content_hash
 from ..engine.errors import ClipSurgeryError
 from ..engine.regions import patch_at
+from ..figures.layout import Layout, apply_layout
 from ..figures.style import DEFAULT_CMAP, DEFAULT_OPACITY
 from .attention_controls import build_controls, control_rows, size_label
 from .attention_kinds import KindPanels
@@ -86,7 +87,8 @@ class AttentionExplorer(KindPanels, ExplorerWidget, AttentionSettings):
         self.size, self.layer, self.head, self.radius = size, layer, head, radius
         self.cmap, self.opacity, self.query, self.kinds = cmap, opacity, query, kinds
         self.controls = build_controls(self)
-        self._plot_box = widgets.Box(layout=widgets.Layout(width="100%"))
+        # A block, not a flex row: the figure's element then takes the box's width, which plotly follows.
+        self._plot_box = widgets.Box(layout=widgets.Layout(width="100%", display="block"))
         self._plot_box.add_class("csw-plot")
         self._view: AttentionView | None = None
         self._build_view()
@@ -143,7 +145,7 @@ class AttentionExplorer(KindPanels, ExplorerWidget, AttentionSettings):
         return self.query
 
     def figure(self, view: str = "maps", images: Sequence[Any] | None = None,
-               queries: Query | Sequence[Query] | None = None):
+               queries: Query | Sequence[Query] | None = None, layout: Layout = None):
         """A static matplotlib figure.
 
         view: "maps" (the paper's Figure 1 layout: rows image-with-query, then one per kind; one image
@@ -151,15 +153,17 @@ class AttentionExplorer(KindPanels, ExplorerWidget, AttentionSettings):
             (statistics across layers).
         images: for "maps", several images side by side (paths, arrays, ...); default the current one.
         queries: one query for every image, or one per image; default the current query.
-        The current layer, head and input size are used.
+        The current layer, head and input size are used. ``layout``: a size preset ("column",
+        "page", inches), as for every widget's ``figure()``.
         """
         if view not in VIEWS:
             raise ValueError(f"Unknown view {view!r}; choose one of {', '.join(VIEWS)}.")
         if view == "maps" and images is None and queries is None:
-            return super().figure()
+            return super().figure(layout=layout)
         self.wait(self.display_timeout)
         with self._lock:
-            return self._render_figure(view) if view != "maps" else self._paper_figure(images, queries)
+            fig = self._render_figure(view) if view != "maps" else self._paper_figure(images, queries)
+        return apply_layout(fig, layout)
 
     # --- reacting to settings ----------------------------------------------------------------
 
@@ -178,12 +182,19 @@ class AttentionExplorer(KindPanels, ExplorerWidget, AttentionSettings):
         """A view whose map panels are the current kinds (a view's panels are fixed), in place of the old one."""
         old = self._view
         self._view = AttentionView(self._layer_names, on_map_click=self._on_map_click,
-                                   on_layer_click=self._on_layer_click, on_error=self._show_error, kinds=self.kinds)
+                                   on_layer_click=self._on_layer_click, on_error=self._show_error, kinds=self.kinds,
+                                   width_px=None if old is None else old.width_px, on_width=self._fit_width,
+                                   lock=self._lock)
         self._plot_box.children = [self._view.fig]
         if old is not None:
             old.fig.close()
         if self._rgb is not None:
             self._view.set_image(self._rgb)
+
+    def _fit_width(self, width: float) -> None:
+        """The browser drew the figure ``width`` px wide: lay it out for that width (no job: layout only)."""
+        with self._lock:
+            self._view.fit(width_px=width)
 
     def _on_kinds(self, change: dict) -> None:
         with self._lock:

@@ -17,6 +17,18 @@ SIZES = (224, 336, 448, 512)
 CMAPS = ("jet", "viridis", "inferno", "magma", "turbo", "gray")
 MEAN = -1  # the head dropdown's value for "mean of heads" (ipywidgets reads None as "no selection")
 _WIDE = {"description_width": "initial"}
+TOOLTIPS = {
+    "upload": "Load an image file to explore",
+    "size": "Input size of the model in pixels: the image is resized to it (larger: a finer patch grid)",
+    "layer": "The attention layer of the maps (0: the first block); or click a map under 'Every layer'",
+    "head": "One attention head, or the mean of the heads' attention rows",
+    "global": "Make the global (class) token the query: its row shows how CLIP pools the image into its "
+              "embedding (click a patch to go back to a patch query)",
+    "radius": "Radius in cells of the 'mass within the radius' statistic (1: the 3x3 block around the query)",
+    "cmap": "Colour map of the attention maps",
+    "opacity": "How strongly the maps cover the image (0: the image only, 1: the maps only)",
+    "all_kinds": "Show the attention of every dense method, or back to q-k and v-v only",
+}
 
 
 def build_controls(explorer: Any) -> dict[str, widgets.Widget]:
@@ -31,8 +43,7 @@ def build_controls(explorer: Any) -> dict[str, widgets.Widget]:
         "layer_name": widgets.HTML(),
         "head": widgets.Dropdown(options=[("mean of heads", MEAN)] + [(f"head {h}", h) for h in range(heads)],
                                  description="Head", style=_WIDE, layout=widgets.Layout(width="190px")),
-        "global": widgets.Button(description="Query: global token", tooltip="Use the global (class) token as "
-                                 "the query", layout=widgets.Layout(width="170px")),
+        "global": widgets.Button(description="Query: global token", layout=widgets.Layout(width="170px")),
         "query_text": widgets.HTML(),
         # Steps of whole cells (the Chebyshev distance is a whole number); Python may set any radius >= 0.
         "radius": widgets.FloatSlider(min=0, max=6, step=1, description="Radius (cells)", style=_WIDE,
@@ -44,10 +55,11 @@ def build_controls(explorer: Any) -> dict[str, widgets.Widget]:
                                        layout=widgets.Layout(width="240px")),
         "kinds_label": widgets.HTML("Attention shown:", layout=widgets.Layout(margin="0 6px 0 0")),
         "kinds": _kind_toggles(explorer.explainer.model.family == "vit"),
-        "all_kinds": widgets.Button(tooltip="Show the attention of every dense method (or q-k and v-v only)",
-                                    disabled=explorer.explainer.model.family != "vit",
+        "all_kinds": widgets.Button(disabled=explorer.explainer.model.family != "vit",
                                     layout=widgets.Layout(width="150px")),
     }
+    for name, tip in TOOLTIPS.items():  # every control says what it does, on hover
+        controls[name].tooltip = tip
     for name, control in controls.items():  # stable CSS hooks for tests and custom styling
         control.add_class(f"csw-{name.replace('_', '-')}")
     link_choice(explorer, "size", controls["size"], size_label)

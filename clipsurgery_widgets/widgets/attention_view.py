@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import re
+import threading
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -18,7 +19,7 @@ from ..engine.attention import (GLOBAL, KINDS, STAT_NAMES, STAT_TITLES, Attentio
 from ..engine.method_rows import KIND_METHODS, KindRow
 from ..figures.attention import head_text, kind_title, panel_title, query_text
 from ..figures.style import method_name
-from .attention_layout import IMAGE_PANEL, AttentionLayout
+from .attention_layout import IMAGE_HOVER, IMAGE_PANEL, LAYER_HOVER, MAP_HOVER, AttentionLayout
 from .live_figure import LiveFigure
 from .plotting import axis_name, axis_ref, compact, image_data_uri, plotly_colorscale, plotly_text
 
@@ -42,8 +43,9 @@ class AttentionView(AttentionLayout):
     def __init__(self, layer_names: Sequence[str], on_map_click: Callable[[int, float, float], None],
                  on_layer_click: Callable[[int, float, float], None],
                  on_error: Callable[[Exception, str], None], kinds: Sequence[str] = KINDS,
-                 layer_kinds: Sequence[str] | None = None):
-        super().__init__(layer_names, kinds, layer_kinds)
+                 layer_kinds: Sequence[str] | None = None, width_px: float | None = None,
+                 on_width: Callable[[float], None] | None = None, lock: threading.RLock | None = None):
+        super().__init__(layer_names, kinds, layer_kinds, width_px=width_px)
         self._on_map_click, self._on_layer_click, self._on_error = on_map_click, on_layer_click, on_error
         self._grid: tuple | None = None
         self._style: tuple[str, float] | None = None
@@ -51,10 +53,18 @@ class AttentionView(AttentionLayout):
         self._rows: AttentionRows | None = None
         self._panels: dict[str, KindRow | None] = {}
         self.fig = LiveFigure(data=self.traces, layout=dict(
-            self.axis_layout, height=self.plot_px + 70, margin=dict(l=40, r=10, t=10, b=60), dragmode=False,
+            self.axis_layout, height=self.height_px, margin=self.MARGIN, dragmode=False,
             plot_bgcolor="white", hovermode="closest", annotations=self.notes, images=self.images,
             showlegend=True, legend=dict(orientation="h", x=0.5, xanchor="center", y=-0.02, yanchor="top",
                                          itemclick=False, itemdoubleclick=False)))
+        # The browser reports the width it drew the figure at: lay out again for it.
+        self._on_width = on_width or self.fit
+        self.fig.observe(self._width_reported, names="_view_width")
+        self._lock = lock or threading.RLock()
+        self._hover = {index: MAP_HOVER for index in self.map_heat[1:]}
+        self._hover.update({index: LAYER_HOVER for heats in self.layer_heat for index in heats})
+        self._hover[self.map_heat[IMAGE_PANEL]] = IMAGE_HOVER
+        self.fig.observe(self._deltas_reported, names="_js2py_traceDeltas")
         for panel, index in enumerate(self.map_heat):
             self.fig.data[index].on_click(self._handler(self.click_map, panel))
         for layer, heats in enumerate(self.layer_heat):
@@ -87,12 +97,38 @@ class AttentionView(AttentionLayout):
                     self._on_error(exc, "reading the clicked point")
         return handle
 
+    # --- hover texts ---------------------------------------------------------------------------
+
+    def _deltas_reported(self, change: dict) -> None:
+        if change["new"] is None:  # plotly has applied the front end's report (and clears it)
+            with self._lock:
+                self._keep_hover()
+
+    def _keep_hover(self) -> None:
+        """Put back the hover texts plotly dropped. Its front end reports the hover text of a heat map drawn
+        without data as an empty default, and the kernel then removes the text from that trace for good."""
+        for index, template in self._hover.items():
+            trace = self.fig.data[index]
+            if trace.z is not None and trace.hovertemplate != template:
+                trace.hovertemplate = template
+
+    # --- width -------------------------------------------------------------------------------
+
+    def _width_reported(self, change: dict) -> None:
+        width = change["new"]
+        if width and abs(float(width) - self.width_px) >= 1:
+            try:
+                self._on_width(float(width))
+            except Exception as exc:  # noqa: BLE001 - shown in the widget, which keeps working
+                self._on_error(exc, "fitting the figure to its width")
+
     # --- data --------------------------------------------------------------------------------
 
     def set_image(self, rgb: np.ndarray) -> None:
         """Send the image (RGB uint8 [H, W, 3], once per image) to every map panel and clear the rest."""
         uri, _ = image_data_uri(rgb)
         height, width = rgb.shape[:2]
+        self.fit(aspect=height / width)
         with self.fig.batch_update():
             for panel, n in enumerate(self.map_axes):
                 self.fig.layout.images[panel].update(source=uri, x=-0.5, y=-0.5, sizex=width, sizey=height)
@@ -130,6 +166,7 @@ class AttentionView(AttentionLayout):
             self._show_stats(rows.layer, query_stats, all_stats)
             if self._style != (cmap, opacity):
                 self.restyle(cmap, opacity)
+            self._keep_hover()
         self._rows = rows
 
     def restyle(self, cmap: str, opacity: float) -> None:
@@ -153,9 +190,10 @@ class AttentionView(AttentionLayout):
         # The image panel gets an invisible per-cell layer: it makes every patch clickable and hoverable.
         self.fig.data[self.map_heat[IMAGE_PANEL]].update(
             z=np.zeros((gh, gw)), customdata=cells, opacity=0.0, **geometry,
-            hovertemplate="row %{customdata[0]}, col %{customdata[1]}<extra>click: make this the query</extra>")
+            hovertemplate=IMAGE_HOVER)
+        names = np.array([[f"row {r}, col {c}" for c in range(gw)] for r in range(gh)], dtype=object)
         for index in self.map_heat[1:]:
-            self.fig.data[index].update(**geometry)
+            self.fig.data[index].update(text=names, **geometry)
         self.fig.data[self.grid_lines].update(**_grid_lines(size, grid))
         for heats, axes in zip(self.layer_heat, self.layer_axes):
             for index, n in zip(heats, axes):
@@ -233,6 +271,10 @@ class AttentionView(AttentionLayout):
             index), maps ({kind: [gh, gw]} per layer, None where empty).
         stats: titles {stat: title}, layers (x values), marked_layer (the vertical line) and series
             {(stat, "query" | "all", kind): per-layer values, None for gaps}.
+        colorbar: the maps' colour bar: shown, title (plain), range (zmin, zmax), panel (the map panel it
+            stands beside). hover: {"maps" | "layers": what hovering the cell (row, col) of the first map
+            panel / of the first layer's first small multiple reads, as plain text; None where nothing is drawn}.
+        geometry: see :meth:`AttentionLayout.geometry`.
         """
         rows = self._rows
         boxes = [self.fig.data[index] for index in self.map_box]
@@ -261,6 +303,10 @@ class AttentionView(AttentionLayout):
                 "maps": [{kind: self._values(index, "customdata") for kind, index in zip(self.layer_kinds, heats)}
                          for heats in self.layer_heat],
             },
+            "colorbar": self.colorbar_facts(),
+            "hover": {"maps": self.hover_text(self.map_heat[1], (0, 0)),
+                      "layers": self.hover_text(self.layer_heat[0][0], (0, 0))},
+            "geometry": self.geometry(),
             "stats": {
                 "titles": {name: _plain(self.fig.layout.annotations[note].text)
                            for name, note in self.stat_titles.items()},
@@ -270,12 +316,31 @@ class AttentionView(AttentionLayout):
             },
         }
 
+    def hover_text(self, index: int, cell: tuple[int, int]) -> str | None:
+        """What hovering ``cell`` (row, col) of heat trace ``index`` reads (its template filled as plotly does)."""
+        return _hover_text(self.fig.data[index], cell)
+
     def _values(self, index: int, field: str) -> np.ndarray | None:
         values = getattr(self.fig.data[index], field)
         return None if values is None or not len(values) else np.asarray(values, dtype=np.float64)
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
+def _hover_text(heat, cell: tuple[int, int]) -> str | None:
+    """A heat trace's hover template filled for ``cell`` (row, col) as plotly fills it, as plain text."""
+    if heat.z is None or heat.customdata is None:
+        return None
+    row, col = cell
+    values = {"text": None if heat.text is None else heat.text[row][col], "customdata": heat.customdata[row][col],
+              "z": heat.z[row][col], "x": col, "y": row, "meta": heat.meta}
+
+    def fill(match: re.Match) -> str:
+        name, spec = match.group(1), match.group(2)
+        return format(values[name], spec[1:]) if spec else str(values[name])
+    template = re.sub(r"%\{(\w+)(:[^}]*)?\}", fill, heat.hovertemplate)
+    return _plain(template.replace("<extra>", "\n").replace("</extra>", "")).strip()
+
 
 def _plain(text: str | None) -> str:
     """An annotation's text without markup: <br> as a newline, tags dropped, entities decoded."""

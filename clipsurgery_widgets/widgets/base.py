@@ -19,7 +19,6 @@ longer clear the error of a refused input.
 """
 from __future__ import annotations
 
-import base64
 import html
 import logging
 import os
@@ -30,13 +29,15 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import ipywidgets as widgets
-import traitlets
 
 from ..engine.errors import ClipSurgeryError
 from ..engine.precision import using_precision
-from ..figures import figure_bytes, save_figure
+from ..figures import figure_bytes, save_figure, static_png_metadata
+from ..figures.layout import Layout, apply_layout
+from . import static_view
+from .image_input import ImageInput
 from .jobs import Job, JobBoard, LatestOnlyRunner  # noqa: F401  (LatestOnlyRunner: re-exported)
-from .state import Choice
+from .precision_setting import PrecisionSetting, precision_toggle  # noqa: F401  (precision_toggle: re-exported)
 
 Result = TypeVar("Result")
 log = logging.getLogger(__name__)
@@ -47,58 +48,7 @@ _SPINNER = ('<style>@keyframes csw-spin{to{transform:rotate(360deg)}}</style>'
             'animation:csw-spin 0.8s linear infinite;vertical-align:-0.1em"></span>')
 
 
-def precision_toggle(controls: dict[str, widgets.Widget]) -> widgets.ToggleButton:
-    """The shared "fast (bf16)" toggle of a widget's controls (made once, kept as ``controls["precision"]``).
-
-    Each widget's layout places it with this call; the widget ties it to its ``precision`` trait.
-    """
-    if "precision" not in controls:
-        toggle = widgets.ToggleButton(value=False, description="fast (bf16)", icon="bolt",
-                                      tooltip="compute in bfloat16: about 2x faster on CPUs with bf16 units and on "
-                                              "GPUs, maps within about 1% of fp32 (off: auto = fp32 on the CPU, "
-                                              "bf16 on a CUDA GPU)",
-                                      layout=widgets.Layout(width="auto"))
-        toggle.add_class("csw-precision")
-        controls["precision"] = toggle
-    return controls["precision"]
-
-
-class PrecisionSetting(traitlets.HasTraits):
-    """The ``precision`` every widget computes in, its "fast (bf16)" toggle and the controls that hold it."""
-
-    precision = Choice(("auto", "bf16", "fp32", "fp16"),
-                       help='Precision of everything the widget computes: "auto" (the explainer\'s own setting, '
-                            'else bf16 on a CUDA GPU and fp32 on the CPU), "bf16", "fp32" or "fp16" (CUDA only). '
-                            'The "fast (bf16)" toggle switches between "bf16" and "auto".')
-
-    @property
-    def controls(self) -> dict[str, widgets.Widget]:
-        """The widget's controls by name (``controls["precision"]`` is the shared "fast (bf16)" toggle)."""
-        return self._controls
-
-    @controls.setter
-    def controls(self, controls: dict[str, widgets.Widget]) -> None:
-        self._controls = controls
-        toggle = precision_toggle(controls)
-        toggle.value = self.precision == "bf16"
-        toggle.observe(self._guarded(lambda change: setattr(self, "precision", "bf16" if change["new"] else "auto"),
-                                     "changing the precision"), names="value")
-
-    @traitlets.observe("precision")
-    def _on_precision(self, change: dict) -> None:
-        self._guarded(self._recompute_in_precision, "changing the precision")()
-
-    def _recompute_in_precision(self) -> None:
-        """Show the precision on the toggle and compute the current image again in it (results are
-        cached per precision, so going back to an earlier setting is quick)."""
-        toggle = getattr(self, "_controls", {}).get("precision")
-        if toggle is not None:
-            toggle.value = self.precision == "bf16"
-        if self._rgb is not None and getattr(self, "session", None) is None:  # a decomposition set is kept
-            self._use_image(self._rgb)
-
-
-class ExplorerWidget(PrecisionSetting, widgets.VBox):
+class ExplorerWidget(ImageInput, PrecisionSetting, widgets.VBox):
     """Base class of the clipsurgery widgets: an ipywidgets VBox with shared plumbing.
 
     Python API shared by every widget:
@@ -106,17 +56,22 @@ class ExplorerWidget(PrecisionSetting, widgets.VBox):
         busy: True while background work runs.     wait(timeout): block until it is done.
         figure(): a static matplotlib Figure of the current view.
         save(path, dpi, format): write that figure (PNG/SVG/PDF/JPEG).
-    Displaying the widget also leaves a PNG of the view in the output, for viewers without
-    a live kernel (nbconvert HTML, GitHub); to draw it, display waits for pending work (at most
-    ``display_timeout`` seconds), so a cell that creates and shows a widget ends with its maps.
+    Displaying the widget shows the live view at once, its status line reporting the progress of
+    the first result. When the cell's code is done, a PNG of the view joins the output for viewers
+    without a live kernel (nbconvert HTML, GitHub); to draw it the kernel waits for pending work
+    (at most ``display_timeout`` seconds), so an executed notebook keeps the finished maps.
     """
 
-    #: dpi of the PNG placed next to the live view in the output.
-    static_dpi: int = 72
-    #: at most this many seconds are spent waiting for pending work before drawing that PNG.
+    #: dpi of the PNG placed next to the live view in the output: 2x the 72 dpi it is shown at
+    #: (figures.output.static_png_metadata gives that display size), so it stays sharp on 2x screens.
+    static_dpi: int = 144
+    #: at most this many seconds are spent (after the cell) waiting for pending work before drawing that PNG.
     display_timeout: float = float(os.environ.get("CLIPSURGERY_DISPLAY_TIMEOUT", "300"))
     #: names of the jobs computed from the settings, made stale by a refused input (None: every job).
     input_jobs: tuple[str, ...] | None = None
+    #: names of the jobs that the control ``controls["stop"]`` (if the widget has one) stops (None: every
+    #: job); that control is visible only while one of them is unfinished.
+    stoppable_jobs: tuple[str, ...] | None = None
 
     def __init__(self, **kwargs: Any):
         self._lock = threading.RLock()  # guards every update of the view's state and figures
@@ -136,43 +91,6 @@ class ExplorerWidget(PrecisionSetting, widgets.VBox):
         self.add_class("clipsurgery-widget")
 
     # --- status line and error area ----------------------------------------------------------
-
-    # --- the current image, for widgets that show one -----------------------------------------
-
-    _rgb = None  # RGB uint8 [H, W, 3] once an image is set
-
-    @property
-    def image(self):
-        """The current image as RGB uint8 [H, W, 3]; set it from a path, array, PIL image or bytes."""
-        return self._rgb
-
-    @image.setter
-    def image(self, source: Any) -> None:
-        error = self._set_image(source)
-        if error is not None:
-            raise error
-
-    def _set_image(self, source: Any) -> Exception | None:
-        """Load a new image and hand it to :meth:`_use_image`; a bad one is reported here and returned."""
-        try:
-            rgb = self.explainer.prepare_image(source)
-        except Exception as exc:  # noqa: BLE001 - bad images are reported in the widget
-            self._refuse_input(exc, "reading the image")
-            return exc
-        self._use_image(rgb)
-        return None
-
-    def _use_image(self, rgb) -> None:
-        """Show a new image (RGB uint8 [H, W, 3]) and start its work; each widget says how."""
-        raise NotImplementedError(f"{type(self).__name__} does not take a single image")
-
-    def _on_upload(self, change: dict) -> None:
-        """FileUpload observer: the uploaded file becomes the image."""
-        files = change["new"]
-        if not files:
-            return
-        self._set_image(bytes(files[0]["content"]))
-        self.controls["upload"].value = ()  # so that uploading the same file again is a change
 
     @property
     def status(self) -> str:
@@ -231,6 +149,7 @@ class ExplorerWidget(PrecisionSetting, widgets.VBox):
             for name in names:
                 self._paused[name] = self._unfinished.pop(name)[1]
                 self._jobs.cancel(name)
+            self._show_stop()
             self._show_error(exc, doing)
             self._refused_at = self._requests
             if names:
@@ -313,11 +232,25 @@ class ExplorerWidget(PrecisionSetting, widgets.VBox):
             self._paused.pop(name, None)  # this newer request replaces a paused one
             generation = runner.submit(run)
             self._unfinished[name] = (generation, again)
+            self._show_stop()
             return generation
 
     def _finished(self, name: str, generation: int) -> None:
         if self._unfinished.get(name, (None,))[0] == generation:
             del self._unfinished[name]
+            self._show_stop()
+
+    def _show_stop(self) -> None:
+        """Stop is offered only while there is something to stop: ``controls["stop"]`` is visible while a
+        job of :attr:`stoppable_jobs` is unfinished and hidden (keeping its place, so that nothing
+        jumps) otherwise."""
+        stop = getattr(self, "_controls", {}).get("stop")
+        if stop is None:
+            return
+        with self._lock:
+            running = any(self.stoppable_jobs is None or name in self.stoppable_jobs for name in self._unfinished)
+        stop.layout.visibility = "visible" if running else "hidden"
+        stop.disabled = not running
 
     def _follows_input(self, name: str) -> bool:
         return self.input_jobs is None or name in self.input_jobs
@@ -333,6 +266,7 @@ class ExplorerWidget(PrecisionSetting, widgets.VBox):
             for stopped in list(self._unfinished) + list(self._paused) if name is None else [name]:
                 self._unfinished.pop(stopped, None)
                 self._paused.pop(stopped, None)
+            self._show_stop()
         self._jobs.cancel(name)
 
     def wait(self, timeout: float | None = None, name: str | None = None) -> bool:
@@ -345,18 +279,24 @@ class ExplorerWidget(PrecisionSetting, widgets.VBox):
         """A matplotlib Figure of the current view (subclasses implement this)."""
         raise NotImplementedError
 
-    def figure(self):
+    def figure(self, layout: Layout = None):
         """A static matplotlib Figure of the current view, for papers and slides.
 
+        layout: "column" (3.5 in wide), "page" (7 in), a width in inches or (width, height): sized,
+        with fonts for that true size and a fitted height; None: the view's natural size.
         Waits for pending work first. Save it with :meth:`save`, or ``fig.savefig(...)``.
         """
         self.wait(self.display_timeout)
         with self._lock:
-            return self._render_figure()
+            return apply_layout(self._render_figure(), layout)
 
-    def save(self, path: str | os.PathLike, dpi: int = 150, format: str | None = None) -> Path:
-        """Write the current view as a static figure; format from ``format`` or the suffix (png/svg/pdf/jpg)."""
-        return save_figure(self.figure(), path, dpi=dpi, format=format)
+    def save(self, path: str | os.PathLike, dpi: int = 150, format: str | None = None,
+             layout: Layout = None) -> Path:
+        """Write the current view as a static figure; format from ``format`` or the suffix (png/svg/pdf/jpg).
+
+        layout: as for :meth:`figure`. SVG/PDF keep images raster (at ``dpi``) and text and lines vector.
+        """
+        return save_figure(self.figure(), path, dpi=dpi, format=format, layout=layout)
 
     def _static_png(self) -> bytes | None:
         try:
@@ -365,13 +305,25 @@ class ExplorerWidget(PrecisionSetting, widgets.VBox):
             log.debug("no static PNG for %s", type(self).__name__, exc_info=True)
             return None
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
-        bundle = super()._repr_mimebundle_(**kwargs) or {}
-        bundle["text/plain"] = repr(self)
+    def _static_png_metadata(self, png: bytes) -> dict | None:
+        """Display metadata of the static PNG: its size at 1x, so a 2x PNG stays sharp, not twice as big."""
+        return static_png_metadata(png)
+
+    def _static_copy(self) -> tuple[bytes | None, dict | None]:
         png = self._static_png()
-        if png is not None:
-            bundle["image/png"] = base64.b64encode(png).decode("ascii")
-        return bundle
+        return png, (self._static_png_metadata(png) if png else None)
+
+    def _ipython_display_(self, **kwargs: Any) -> None:
+        """Show the live view at once (its status line says what is being computed); the static PNG
+        for viewers without a kernel is added when the cell's work is done (see :mod:`.static_view`)."""
+        static_view.show(self, super()._repr_mimebundle_(**kwargs), self._static_copy)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
+        # For displays outside IPython's own (which uses _ipython_display_): everything in one go.
+        bundle = static_view.live_bundle(self, super()._repr_mimebundle_(**kwargs))
+        data, metadata = static_view.png_entry(*self._static_copy())
+        bundle.update(data)
+        return (bundle, metadata) if metadata else bundle
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: {self._status_text or 'ready'}>"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import traitlets
@@ -20,13 +20,14 @@ from ..engine.errors import ClipSurgeryError
 from ..engine.regions import display_step
 from ..figures import decomposition as figures_decomposition
 from .base import ExplorerWidget
+from .decomposition_jobs import DecompositionJobs
 from .decomposition_controls import (build_controls, control_rows, image_options, link_controls, on_click,
                                      replace_options)
 from .decomposition_view import DecompositionView
 from .state import (Choice, ColourMap, Integer, InvalidStateError, LabelList, Number, OneOf, invalid)
 
 
-class DecompositionExplorer(ExplorerWidget):
+class DecompositionExplorer(DecompositionJobs, ExplorerWidget):
     """Explore the text-based decomposition of a CLIP ViT's image embedding (Gandelsman et al.).
 
     The grid shows every (layer, head) coloured by its direct contribution to the chosen label on
@@ -37,8 +38,10 @@ class DecompositionExplorer(ExplorerWidget):
 
     Args:
         explainer: an ``engine.Explainer`` with a ViT model.
-        images: the image set (paths, arrays, PIL images, or a folder path); it gives TEXTSPAN its
-            data and ablation its means. Browse it with the image menu; ``image = x`` adds one.
+        images: the image set (paths, arrays, PIL images, or a folder path), or a mapping
+            {name: image} that names them; it gives TEXTSPAN its data and ablation its means. Browse
+            it with the image menu (files are named by file name, with their folder when names are
+            shared; unnamed arrays "image <n>"); ``image = x`` and "Add image" add one.
         texts: TEXTSPAN text pool: None (the pool shipped with the package), a file path, or a list.
         labels, label, m, rank, cmap, opacity, heat_side: initial values of the settings below.
         cache_dir: where per-image terms and the encoded pool are kept (None: the user cache dir).
@@ -63,13 +66,20 @@ class DecompositionExplorer(ExplorerWidget):
     #: a refused input pauses the shown image's decomposition; the set's pass and a head's texts go on.
     input_jobs = ("image",)
 
-    def __init__(self, explainer: Any, images: Sequence[Any] | str | os.PathLike,
+    def __init__(self, explainer: Any, images: Sequence[Any] | Mapping[str, Any] | str | os.PathLike,
                  texts: Sequence[str] | str | os.PathLike | None = None,
                  labels: Sequence[str] | str = ("cat", "dog", "car", "tree", "sky"), *, label: str | None = None,
                  m: int = 10, rank: int = 80, cmap: str = "jet", opacity: float = 0.6,
                  cache_dir: str | os.PathLike | bool | None = None, heat_side: int = 200):
         super().__init__()
         self.explainer = explainer
+        self._given_names: dict[int, str] = {}  # {index: name} for images named by the caller or an upload
+        if isinstance(images, Mapping):
+            self._given_names = {i: str(name) for i, name in enumerate(images)}
+            images = list(images.values())
+        self._upload_name: str | None = None
+        # Nothing is computed here (reading the text pool aside): the jobs asked for at the end run
+        # in the background, so the widget shows at once with its progress line.
         self.session = DecompositionSession(explainer, images, texts=texts, cache_dir=cache_dir)
         self._shown = None  # the engine's ImageContributions on screen
         self._prediction = None
@@ -79,7 +89,7 @@ class DecompositionExplorer(ExplorerWidget):
         layers = self.session.num_layers
         self.view = DecompositionView(layers, self.session.num_heads,
                                       on_cell=self._guarded(self._on_cell, "reading the clicked head"))
-        self.controls = build_controls(self.session.image_names(), layers)
+        self.controls = build_controls(self.image_names, layers)
         link_controls(self, self.controls, layers)
         self.children = [*control_rows(self.controls, layers), self._status_html, self._error_html,
                          self.view.readout, self.view.grid_box, self.view.bars_box, self.view.maps_box]
@@ -130,6 +140,11 @@ class DecompositionExplorer(ExplorerWidget):
     def images(self) -> list[Any]:
         """The image set (as given; added images as RGB arrays)."""
         return self.session.images
+
+    @property
+    def image_names(self) -> list[str]:
+        """The name of each image in the image menu (distinct; see engine.decomposition.names)."""
+        return self.session.image_names(self._given_names)
 
     def toggle_head(self, layer: int, head: int) -> Ablation:
         """Toggle mean-ablation of head (layer, head); returns the new ablation."""
@@ -190,29 +205,25 @@ class DecompositionExplorer(ExplorerWidget):
         """The engine's spatial Decomposition of the image on screen (None before it arrives)."""
         return None if self._shown is None else self.session.cached_decomposition(self._shown.index)
 
-    def stop(self) -> None:
-        """Stop the pass over the image set; what is done stays saved and :meth:`resume` continues."""
-        self.cancel("pass")
-        self.cancel("texts")  # it may be running the pass too
-        with self._lock:
-            self._set_status("Stopped the pass over the image set: the images done are saved; resume() (or a head "
-                             "click) continues from there.")
-
-    def resume(self) -> None:
-        """Run again whatever is missing (after :meth:`stop` or an error)."""
-        if self._shown is None:
-            self._request_image()
-        self._request_pass()
-
     # --- reacting to input -------------------------------------------------------------------
 
     def _use_image(self, rgb: np.ndarray) -> None:
         """A new image joins the set and is shown; the set's terms and means then include it."""
         with self._lock:
             index = self.session.add_image(rgb)
-            replace_options(self, "image_index", self.controls["image"],
-                            image_options(self.session.image_names()), index)
+            if self._upload_name:
+                self._given_names[index] = self._upload_name
+            replace_options(self, "image_index", self.controls["image"], image_options(self.image_names), index)
             self._request_pass()
+
+    def _on_upload(self, change: dict) -> None:
+        """An uploaded file joins the set under its file name."""
+        files = change["new"]
+        self._upload_name = str(files[0].get("name") or "") if files else None
+        try:
+            super()._on_upload(change)
+        finally:
+            self._upload_name = None
 
     def _on_labels(self) -> None:
         keep = self.label if self.label in self.labels else self.labels[0]
@@ -234,32 +245,9 @@ class DecompositionExplorer(ExplorerWidget):
         self._request_image()
         self._request_pass()
 
-    def _request_image(self) -> None:
-        index, labels, session = self.image_index, list(self.labels), self.session
-        self.submit("image", lambda job: session.contributions(index, labels), self._apply_image,
-                    busy_text=f"Decomposing image {index + 1} (every layer, head and position)…",
-                    doing="decomposing the image",
-                    done_text=lambda r, s: f"Image {index + 1} decomposed · {len(labels)} labels · {s:.2f} s")
-
     def _apply_image(self, shown) -> None:
         self._shown, self._rgb = shown, shown.rgb
         self._redraw()
-
-    def _request_pass(self) -> None:
-        session = self.session
-        self.submit("pass", lambda job: session.image_set_terms(stop=job.stopped, progress=job.progress),
-                    lambda terms: (self._draw_ablation(), self._draw_texts()),
-                    busy_text="Decomposing the image set…", doing="decomposing the image set",
-                    done_text=lambda terms, s: f"{len(terms.keys)} images decomposed · {s:.2f} s")
-
-    def _request_texts(self, head: tuple[int, int]) -> None:
-        m, rank, session = self.m, self.rank, self.session
-        self.submit("texts", lambda job: session.head_texts(*head, m=m, rank=rank, stop=job.stopped,
-                                                            progress=job.progress),
-                    lambda texts: self._draw_texts(),
-                    busy_text=f"Finding the texts of layer {head[0]}, head {head[1]}…",
-                    doing="finding the head's texts",
-                    done_text=lambda texts, s: f"Texts of layer {head[0]}, head {head[1]} found · {s:.2f} s")
 
     # --- drawing -----------------------------------------------------------------------------
 

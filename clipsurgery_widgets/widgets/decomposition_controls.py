@@ -15,6 +15,9 @@ from .base import precision_toggle
 from .state import (link_control, propose)
 
 CLICK_MODES = (("inspect head", "inspect"), ("ablate head", "ablate"))
+CLICK_TIPS = ["a click on a grid cell shows that head's TEXTSPAN texts and its map",
+              "a click on a grid cell mean-ablates that head (a cross marks it); click again to restore it"]
+_MEAN = "replace its direct contribution by its mean over the image set"
 _WIDE = {"description_width": "initial"}
 _TOGGLE = widgets.Layout(width="46px", padding="0px")
 
@@ -23,28 +26,36 @@ def build_controls(image_names: Sequence[str], num_layers: int) -> dict[str, wid
     """Every control, unlinked, each with a stable CSS class ``csw-<name>`` (toggles: csw-attn-<l>, csw-mlp-<l>)."""
     c = {
         "image": widgets.Dropdown(options=image_options(image_names), value=0, description="Image", style=_WIDE,
+                                  tooltip="the image shown: its decomposition fills the grid, the bars and the maps",
                                   layout=widgets.Layout(width="260px")),
         "upload": widgets.FileUpload(accept="image/*", multiple=False, description="Add image",
                                      tooltip="add an image to the set and show it",
-                                     layout=widgets.Layout(width="120px")),
+                                     layout=widgets.Layout(width="auto")),
         "labels": widgets.Text(description="Labels", continuous_update=False, style=_WIDE,
-                               placeholder="comma-separated zero-shot labels", layout=widgets.Layout(flex="1 1 300px")),
+                               placeholder="comma-separated zero-shot labels", layout=widgets.Layout(flex="1 1 300px"),
+                               tooltip="the zero-shot candidate labels, separated by commas (Enter applies them)"),
         "label": widgets.Dropdown(options=[], description="Colour by", style=_WIDE,
+                                  tooltip="the label the grid, the bars and the maps show contributions to",
                                   layout=widgets.Layout(width="220px")),
         "mode": widgets.ToggleButtons(options=CLICK_MODES, value="inspect", description="Click a head to",
-                                      style={**_WIDE, "button_width": "112px"}),
-        "embedding": widgets.ToggleButton(value=False, description="embedding", tooltip="mean-ablate e",
-                                          layout=widgets.Layout(width="108px")),
-        "clear": widgets.Button(description="Clear ablations", layout=widgets.Layout(width="120px")),
+                                      tooltips=CLICK_TIPS, style={**_WIDE, "button_width": "112px"}),
+        "embedding": widgets.ToggleButton(value=False, description="Ablate embedding",
+                                          tooltip="mean-ablate the embedding term: what the class token carries "
+                                                  "from the input (patch and position embeddings, before any "
+                                                  f"layer); {_MEAN}", layout=widgets.Layout(width="140px")),
+        "clear": widgets.Button(description="Clear ablations", layout=widgets.Layout(width="120px"),
+                                tooltip="restore everything: no head, attention layer, MLP or embedding ablated"),
         "last4": widgets.Button(description="Ablate all but last 4", layout=widgets.Layout(width="160px"),
-                                tooltip="mean-ablate every attention layer except the last four"),
-        "stop": widgets.Button(description="Stop", tooltip="stop the pass over the image set (it resumes later)",
-                               layout=widgets.Layout(width="70px")),
+                                tooltip="mean-ablate every attention layer except the last four (the paper's check)"),
+        "stop": widgets.Button(description="Stop", icon="stop", layout=widgets.Layout(width="80px", display="none"),
+                               tooltip="stop the pass over the image set (what is done is kept; resume() or a "
+                                       "head click continues); shown only while it runs"),
     }
-    for kind, prefix, what in (("attn", "A", "attention layer"), ("mlp", "M", "MLP")):
+    for kind, prefix, what, mark in (("attn", "A", "attention layer", "its row is hatched on the grid"),
+                                     ("mlp", "M", "MLP of layer", "its cell in the grid's MLP column is crossed")):
         for l in range(num_layers):
             c[f"{kind}{l}"] = widgets.ToggleButton(value=False, description=f"{prefix}{l}", layout=_TOGGLE,
-                                                   tooltip=f"mean-ablate {what} {l}")
+                                                   tooltip=f"mean-ablate {what} {l}: {_MEAN} ({mark})")
     for name, control in c.items():
         kind = name.rstrip("0123456789")
         control.add_class(f"csw-{kind}-{name[len(kind):]}" if kind in ("attn", "mlp") else f"csw-{name}")
@@ -54,10 +65,12 @@ def build_controls(image_names: Sequence[str], num_layers: int) -> dict[str, wid
 def control_rows(c: dict[str, widgets.Widget], num_layers: int) -> list[widgets.Widget]:
     wrap = widgets.Layout(flex_flow="row wrap", align_items="center")
     return [widgets.HBox([c["image"], c["upload"], c["labels"], c["label"]], layout=wrap),
-            widgets.HBox([c["mode"], c["clear"], c["last4"], c["embedding"], c["stop"], precision_toggle(c)],
+            widgets.HBox([c["mode"], c["clear"], c["last4"], c["embedding"], precision_toggle(c), c["stop"]],
                          layout=wrap),
-            widgets.HBox([widgets.Label("Attention:")] + [c[f"attn{l}"] for l in range(num_layers)], layout=wrap),
-            widgets.HBox([widgets.Label("MLPs:")] + [c[f"mlp{l}"] for l in range(num_layers)], layout=wrap)]
+            widgets.HBox([widgets.Label("Mean-ablate attention layer:")] + [c[f"attn{l}"] for l in range(num_layers)],
+                         layout=wrap),
+            widgets.HBox([widgets.Label("Mean-ablate MLP of layer:")] + [c[f"mlp{l}"] for l in range(num_layers)],
+                         layout=wrap)]
 
 
 def image_options(names: Sequence[str]) -> list[tuple[str, int]]:

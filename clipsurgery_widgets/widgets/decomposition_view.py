@@ -1,8 +1,9 @@
 """DecompositionView: what DecompositionExplorer shows, as plotly figures and HTML.
 
-A layer x head grid of direct contributions (with ablated heads crossed out and the selected head
-outlined), a per-layer bar chart (attention and MLP, ablated ones greyed), two map panels (all
-heads, the selected head), the zero-shot readout and the selected head's TEXTSPAN texts. The
+A layer x head grid of direct contributions (ablated heads crossed out, ablated attention layers
+hatched across their row, an MLP column whose ablated cells are greyed and crossed, the selected
+head outlined), a per-layer bar chart (attention and MLP, ablated ones greyed), two map panels
+(all heads, the selected head), the zero-shot readout and the selected head's TEXTSPAN texts. The
 controller hands over numbers computed by the engine session; this view only draws them. Tests
 read :meth:`DecompositionView.describe` and click through :meth:`DecompositionView.click_cell`.
 """
@@ -17,12 +18,17 @@ import plotly.graph_objects as go
 
 from ..engine.decomposition.ablation import Ablation
 from ..figures.decomposition import ABLATED_BAR_COLOR, ATTN_COLOR, MLP_COLOR
-from ..figures.style import MARKER_COLOR
+from ..figures.style import ABLATED_COLOR, MARKER_COLOR
 from .live_figure import LiveFigure
-from .plotting import HEAT_TRACE, PanelFigure, compact, plotly_colorscale, plotly_text
+from .plotting import HEAT_TRACE, MODEBAR_ROOM, PanelFigure, compact, plotly_colorscale, plotly_text
 
 FULL_PANEL, HEAD_PANEL = 0, 1
-_HEAT, _ABLATED, _SELECTED = 0, 1, 2  # grid traces
+_HEAT, _ABLATED, _SELECTED, _LAYERS, _MLP_CELLS, _MLP_ABLATED = range(6)  # grid traces
+MLP_CELL_COLOR = "#ffd9b3"  # a light MLP_COLOR: the MLP column's cells, so that a cross on them shows
+MLP_GAP = 0.6  # the MLP column sits this far right of the last head's column (in head units)
+TITLE_TOP = 30  # px from the figure's top to its title: below the plotly toolbar, which never covers it
+#: plotly.js config: the figures have no fixed width and are redrawn at their box's width on a resize
+FIGURE_CONFIG = {"responsive": True, "displaylogo": False}
 _ATTN_BARS, _MLP_BARS = 0, 1  # bar traces carrying data; the others are legend entries
 
 
@@ -35,26 +41,37 @@ class DecompositionView:
     def __init__(self, num_layers: int, num_heads: int, on_cell: Callable[[int, int], None]):
         self.num_layers, self.num_heads = num_layers, num_heads
         self._on_cell = on_cell
+        self._mlp_values: list[float] | None = None  # [L] the MLPs' contributions, for their cells' hover
+        self._ablation_shown = Ablation()
         self.grid = self._grid_figure()
         self.bars = self._bar_figure()
-        self.maps = PanelFigure(2)
+        self.maps = PanelFigure(2, top_margin=MODEBAR_ROOM)  # the panel titles clear of plotly's toolbar
         self.maps.arrange(2, 2, 330)
         self.readout = widgets.HTML().add_class("csw-readout")
         self.texts = widgets.HTML(value=texts_placeholder()).add_class("csw-head-texts")
         self._readout: dict | None = None
         self._texts: dict = {"head": None, "texts": [], "busy": False}
-        texts_box = widgets.VBox([self.texts], layout=widgets.Layout(width="340px", overflow="auto"))
-        self.grid_box = widgets.HBox([widgets.Box([self.grid]).add_class("csw-grid"), texts_box],
-                                     layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
-        self.bars_box = widgets.Box([self.bars]).add_class("csw-layer-bars")
-        self.maps_box = widgets.Box([self.maps.fig]).add_class("csw-maps")
+        # Widths follow the cell: the grid and the texts share a row when there is room (the grid
+        # capped where its cells would only get wider), and the texts wrap under the grid otherwise.
+        # Each figure sits in a VBox, which stretches it to the box's width for plotly's autosize.
+        grid_cap = f"{max(420, 44 * (num_heads + 1) + 220)}px"
+        texts_box = widgets.VBox([self.texts], layout=widgets.Layout(flex="1 1 280px", max_width="560px",
+                                                                      min_width="0", overflow="auto"))
+        grid_fill = widgets.VBox([self.grid], layout=widgets.Layout(flex="1 1 380px", max_width=grid_cap,
+                                                                    min_width="0")).add_class("csw-grid")
+        self.grid_box = widgets.HBox([grid_fill, texts_box.add_class("csw-texts-box")],
+                                     layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start"))
+        self.bars_box = widgets.VBox([self.bars]).add_class("csw-layer-bars")
+        self.maps_box = widgets.VBox([self.maps.fig]).add_class("csw-maps")
 
     # --- what is shown -------------------------------------------------------------------------
 
     def show_contributions(self, label: str, heads: np.ndarray, layers: np.ndarray, mlps: np.ndarray) -> None:
         """heads: [L, H], layers and mlps: [L] direct contributions to ``label``."""
+        self._mlp_values = compact(mlps, 5).tolist()
         with self.grid.batch_update():
             self.grid.data[_HEAT].z = compact(heads, 5).tolist()
+            self._mlp_notes(None)
             self.grid.layout.title.text = plotly_text(f"Direct contribution of each head to '{label}'")
         with self.bars.batch_update():
             x = list(range(self.num_layers))
@@ -63,15 +80,35 @@ class DecompositionView:
             self.bars.layout.title.text = plotly_text(f"Per-layer contribution to '{label}'")
 
     def show_ablation(self, ablation: Ablation) -> None:
-        """Cross out ablated heads; grey the bars of ablated attention layers and MLPs."""
-        heads = sorted(ablation.heads)
-        self.grid.data[_ABLATED].update(x=[h for _, h in heads], y=[l for l, _ in heads])
+        """Mark what is ablated on the grid (heads crossed out, attention layers hatched across their
+        row, MLP cells greyed and crossed) and grey the bars of ablated attention layers and MLPs."""
+        heads, layers, mlps = sorted(ablation.heads), sorted(ablation.attn_layers), sorted(ablation.mlps)
+        right, mlp_x = self.num_heads - 0.5, self.num_heads + MLP_GAP
+        rows = [(l, [-0.5, right, right, -0.5, -0.5], [l - 0.5, l - 0.5, l + 0.5, l + 0.5, l - 0.5]) for l in layers]
+        with self.grid.batch_update():
+            self.grid.data[_ABLATED].update(x=[h for _, h in heads], y=[l for l, _ in heads])
+            self.grid.data[_LAYERS].update(x=[v for _, xs, _ in rows for v in xs + [None]],
+                                           y=[v for _, _, ys in rows for v in ys + [None]],
+                                           customdata=[l for l, xs, _ in rows for _ in xs + [None]])
+            self.grid.data[_MLP_CELLS].z = [[0.0 if l in ablation.mlps else 1.0] for l in range(self.num_layers)]
+            self.grid.data[_MLP_ABLATED].update(x=[mlp_x] * len(mlps), y=mlps)
+            self.grid.data[_HEAT].text = [[_ablated_note(ablation, l, h) for h in range(self.num_heads)]
+                                          for l in range(self.num_layers)]
+            self._mlp_notes(ablation)
         with self.bars.batch_update():
             layers = range(self.num_layers)
             self.bars.data[_ATTN_BARS].marker.color = [ABLATED_BAR_COLOR if l in ablation.attn_layers else ATTN_COLOR
                                                        for l in layers]
             self.bars.data[_MLP_BARS].marker.color = [ABLATED_BAR_COLOR if l in ablation.mlps else MLP_COLOR
                                                       for l in layers]
+
+    def _mlp_notes(self, ablation: Ablation | None) -> None:
+        """Hover text of the MLP cells: contribution, and whether mean-ablated (None: as last shown)."""
+        self._ablation_shown = ablation = self._ablation_shown if ablation is None else ablation
+        values = self._mlp_values or [None] * self.num_layers
+        self.grid.data[_MLP_CELLS].text = [
+            [f"MLP of layer {l}" + ("" if v is None else f"<br>contribution {v:.4f}")
+             + ("<br>mean-ablated" if l in ablation.mlps else "")] for l, v in enumerate(values)]
 
     def show_selected(self, head: tuple[int, int] | None) -> None:
         self.grid.data[_SELECTED].update(x=[head[1]] if head else [], y=[head[0]] if head else [])
@@ -129,7 +166,8 @@ class DecompositionView:
     def describe(self) -> dict:
         """What a person sees, as plain values.
 
-        grid: title, values ([L][H] as drawn), ablated heads, selected head.
+        grid: title, values ([L][H] as drawn), ablated heads, ablated_layers (rows hatched),
+              ablated_mlps (MLP cells crossed), selected head.
         bars: title, attention / mlp values, ablated_layers / ablated_mlps (greyed bars).
         maps: the map panels (see PanelFigure.describe) plus heat_max per shown panel.
         readout: labels, top_before, top_after, ablated (text), or None while missing.
@@ -143,6 +181,8 @@ class DecompositionView:
             "grid": {"title": html.unescape(self.grid.layout.title.text or ""),
                      "values": [list(row) for row in grid[_HEAT].z] if grid[_HEAT].z is not None else [],
                      "ablated": sorted((int(y), int(x)) for x, y in ablated),
+                     "ablated_layers": sorted({int(l) for l in grid[_LAYERS].customdata or () if l is not None}),
+                     "ablated_mlps": sorted(int(l) for l in grid[_MLP_ABLATED].y or ()),
                      "selected": (int(grid[_SELECTED].y[0]), int(grid[_SELECTED].x[0])) if grid[_SELECTED].x else None},
             "bars": {"title": html.unescape(self.bars.layout.title.text or ""),
                      "attention": list(bars[_ATTN_BARS].y or ()), "mlp": list(bars[_MLP_BARS].y or ()),
@@ -161,15 +201,34 @@ class DecompositionView:
             go.Heatmap(z=np.zeros((layers, heads)).tolist(), x=list(range(heads)), y=list(range(layers)),
                        colorscale="RdBu", reversescale=True, zmid=0.0, xgap=1, ygap=1, name="heads",
                        colorbar=dict(title=dict(text="contribution", side="right"), thickness=12),
-                       hovertemplate="layer %{y}, head %{x}<br>contribution %{z:.4f}<extra></extra>"),
+                       hovertemplate="layer %{y}, head %{x}<br>contribution %{z:.4f}%{text}<extra></extra>",
+                       text=[[""] * heads] * layers),
             go.Scatter(x=[], y=[], mode="markers", name="ablated", hoverinfo="skip",
                        marker=dict(symbol="x-thin", size=14, line=dict(width=3, color="#333"))),
             go.Scatter(x=[], y=[], mode="markers", name="selected", hoverinfo="skip",
                        marker=dict(symbol="square-open", size=22, color=MARKER_COLOR, line=dict(width=3))),
+            # An ablated attention layer: its whole row hatched (as in the static figure) and framed.
+            go.Scatter(x=[], y=[], customdata=[], mode="lines", fill="toself", name="ablated layers",
+                       hoverinfo="skip", hoveron="points", line=dict(width=2, color=ABLATED_COLOR),
+                       fillcolor="rgba(255,255,255,0.35)",
+                       fillpattern=dict(shape="/", fgcolor=ABLATED_COLOR, size=9, solidity=0.2)),
+            # The MLP of each block, one cell per layer right of the heads; an ablated one greyed and crossed.
+            # (placed by x0 and dx: with a one-element x array it was drawn at x = 0 after a page reload)
+            go.Heatmap(z=[[1.0]] * layers, x0=heads + MLP_GAP, dx=1, y=list(range(layers)), zmin=0, zmax=1,
+                       colorscale=[[0, ABLATED_BAR_COLOR], [1, MLP_CELL_COLOR]], showscale=False, ygap=1,
+                       name="MLPs", text=[[""]] * layers, hovertemplate="%{text}<extra></extra>"),
+            go.Scatter(x=[], y=[], mode="markers", name="ablated MLPs", hoverinfo="skip",
+                       marker=dict(symbol="x-thin", size=14, line=dict(width=3, color="#333"))),
         ])
-        fig.update_layout(height=max(260, 26 * layers + 90), width=max(320, 40 * heads + 200), showlegend=False,
-                          margin=dict(l=50, r=10, t=36, b=40), dragmode=False, title=dict(text="", font=dict(size=13)),
-                          xaxis=dict(title=dict(text="head"), dtick=1, range=[-0.5, heads - 0.5]),
+        fig._config = dict(FIGURE_CONFIG)
+        # autosize: plotly sizes the figure to its box at every redraw (the first draw may happen
+        # before the box is on the page, at plotly's default 700 px).
+        height = max(260, 26 * layers + 110)
+        fig.update_layout(height=height, autosize=True, showlegend=False, dragmode=False,
+                          margin=dict(l=50, r=10, t=TITLE_TOP + 28, b=40), title=_title_below_toolbar(height),
+                          xaxis=dict(title=dict(text="head"), range=[-0.5, heads + MLP_GAP + 0.5],
+                                     tickvals=list(range(heads)) + [heads + MLP_GAP],
+                                     ticktext=[str(h) for h in range(heads)] + ["MLP"]),
                           yaxis=dict(title=dict(text="layer"), dtick=1, autorange="reversed"))
         fig.data[_HEAT].on_click(self._on_plotly_click)
         return fig
@@ -186,14 +245,36 @@ class DecompositionView:
                               + [go.Bar(x=[None], y=[None], name=name, marker=dict(color=colour), hoverinfo="skip")
                                  for name, colour in (("attention", ATTN_COLOR), ("MLP", MLP_COLOR),
                                                       ("mean-ablated", ABLATED_BAR_COLOR))])
-        fig.update_layout(height=240, margin=dict(l=50, r=10, t=36, b=40), barmode="group",
-                          title=dict(text="", font=dict(size=13)), xaxis=dict(title=dict(text="layer"), dtick=1),
-                          yaxis=dict(title=dict(text="contribution")),
-                          legend=dict(orientation="h", y=1.12, x=1, xanchor="right"))
+        fig._config = dict(FIGURE_CONFIG)
+        # The legend goes under the plot: above it, it would meet the title or the plotly toolbar.
+        fig.update_layout(height=280, autosize=True, margin=dict(l=50, r=10, t=TITLE_TOP + 28, b=70),
+                          barmode="group", title=_title_below_toolbar(280),
+                          xaxis=dict(title=dict(text="layer"), dtick=1), yaxis=dict(title=dict(text="contribution")),
+                          legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0.5,
+                                      xanchor="center"))
         return fig
 
 
+def _title_below_toolbar(height: int) -> dict:
+    """An empty title, left-aligned, its top TITLE_TOP px under the figure's top (the toolbar's row)."""
+    return dict(text="", font=dict(size=13), x=0, xref="paper", xanchor="left", yref="container",
+                y=1 - TITLE_TOP / height, yanchor="top")
+
+
+def _ablated_note(ablation: Ablation, layer: int, head: int) -> str:
+    """The hover line of a grid cell whose head is mean-ablated (by itself or with its layer)."""
+    if layer in ablation.attn_layers:
+        return f"<br>mean-ablated (attention layer {layer})"
+    return "<br>mean-ablated" if (layer, head) in ablation.heads else ""
+
+
 # --- HTML ----------------------------------------------------------------------------------------
+
+#: how to read the TEXTSPAN list (its shares depend on the order the texts were chosen in)
+TEXTS_ORDER = ("In the order TEXTSPAN chose them (greedily, one after the other). Each share is the part of "
+               "the head's variance over the image set that the text explains once the texts above it are "
+               "taken out, so the shares follow this order and add up to at most 100%.")
+
 
 def texts_placeholder(head: tuple[int, int] | None = None, busy: bool = False) -> str:
     if head is None:
@@ -207,9 +288,11 @@ def texts_table(head: tuple[int, int], texts: Sequence[tuple[str, float]], count
     else:
         rows = "".join(f"<li>{html.escape(text)} <span style='color:#888'>({100 * frac:.1f}%)</span></li>"
                        for text, frac in texts)
-        body = f"<ol style='margin:4px 0;padding-left:22px'>{rows}</ol>"
-    return (f"<div><b>Layer {head[0]}, head {head[1]}</b> · TEXTSPAN over {count} image{'s' * (count != 1)} "
-            f"<span style='color:#888'>(share of the head's variance)</span>{body}</div>")
+        total = 100 * sum(frac for _, frac in texts)
+        body = (f"<ol style='margin:4px 0;padding-left:22px'>{rows}</ol>"
+                f"<div style='color:#777;font-size:0.9em'>Together: {total:.1f}% of the head's variance.</div>")
+    return (f"<div><b>Layer {head[0]}, head {head[1]}</b> · TEXTSPAN over {count} image{'s' * (count != 1)}"
+            f"<div class='csw-texts-order' style='color:#777;font-size:0.9em'>{TEXTS_ORDER}</div>{body}</div>")
 
 
 def ablation_text(ablation: Ablation | None) -> str:

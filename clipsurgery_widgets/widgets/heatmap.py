@@ -124,7 +124,7 @@ class HeatmapExplorer(ExplorerWidget, HeatmapSettings):
 
     @property
     def bar_chart(self):
-        """The per-label bar chart FigureWidget (None until a point is clicked)."""
+        """The per-label bar chart FigureWidget (there from the start; empty until a point is clicked)."""
         return self.plots.bar_chart
 
     # --- reacting to the settings ------------------------------------------------------------

@@ -5,7 +5,10 @@ translation: the labels box holds text ("cat, dog") for a list of labels, the ou
 sliders' 0 means "off" (None), the feature-surgery menu names None/True/False, the input size is a
 menu of common sizes plus a text field for any other size, square ("640") or not ("448x640"), and
 the compared methods are one toggle button per method (a method switched on joins at the right).
-The methods row shows in the "methods" view only, the segmentation row in the "segmentation" view.
+The methods row shows in the "methods" view only, the segmentation row in the "segmentation" view;
+controls that change nothing in the current view are disabled (Label outside the one-label and
+raw-vs-surgery views, Method in raw vs surgery, Colours and Outline in the segmentation view). The
+preset menu names the preset the labels are, and reads "custom" once they are edited.
 """
 from __future__ import annotations
 
@@ -25,6 +28,15 @@ REDUNDANCY_TEXT = {"auto": "auto", "labels": "between labels", "empty": "empty s
 SIZES = (224, 336, 448, 512)
 CMAPS = ("jet", "viridis", "inferno", "magma", "turbo", "gray")
 CUSTOM = "custom"
+#: what each view button shows (its tooltip).
+VIEW_TIPS = {"overlay": "one label's map over the image (choose it with Label)",
+             "grid": "a small map of every label",
+             "compare": "raw CLIP next to CLIP Surgery, for the chosen label",
+             "methods": "a table: one row per label, one column per compared method",
+             "segmentation": "every pixel coloured by the label that wins there"}
+#: the views in which the Label menu, the Method menu, the colour map and the outline change nothing.
+LABEL_UNUSED, METHOD_UNUSED, COLOURS_UNUSED = ("grid", "methods", "segmentation"), ("compare", "methods"), \
+    ("segmentation",)
 FEATURE_SURGERY = {"as in the papers": None, "on for all": True, "off for all": False}
 _WIDE = {"description_width": "initial"}
 
@@ -36,47 +48,66 @@ def build_controls(patch_size: int, max_depth: int | None,
     methods: (display name, method) of the methods the model has, for the method menu and the
     compared-methods toggles (each toggle has the class ``csw-compared-<method>``).
     """
-    toggles = [widgets.ToggleButton(description=text, tooltip=f"compare {text}", layout=widgets.Layout(width="auto"))
-               for text, _ in methods]
+    toggles = [widgets.ToggleButton(description=text, tooltip=f"on: the methods view has a column of {text} maps",
+                                    layout=widgets.Layout(width="auto")) for text, _ in methods]
     for (_, method), toggle in zip(methods, toggles):
         toggle.add_class(f"csw-compared-{method.replace('_', '-')}")
     controls = {
         "labels": widgets.Text(description="Labels", continuous_update=False, style=_WIDE,
                                placeholder="comma-separated, e.g. cat, dog, grass (a+b combines)",
+                               tooltip="the labels to explain, separated by commas; Enter applies them",
                                layout=widgets.Layout(flex="1 1 320px")),
-        "preset": widgets.Dropdown(options=[("preset…", "")] + [(k, k) for k in PRESETS], value="",
-                                   layout=widgets.Layout(width="170px")),
-        "upload": widgets.FileUpload(accept="image/*", multiple=False, description="Image…"),
+        "preset": widgets.Dropdown(options=[(CUSTOM, "")] + [(k, k) for k in PRESETS], value="",
+                                   description="Preset", style=_WIDE,
+                                   tooltip="fill the labels with a benchmark's class names; 'custom' once edited",
+                                   layout=widgets.Layout(width="230px")),
+        "upload": widgets.FileUpload(accept="image/*", multiple=False, description="Image…",
+                                     tooltip="explain an image from your computer"),
         "view": widgets.ToggleButtons(options=[(text, name) for name, text in VIEWS.items()],
-                                      style={"button_width": "auto"}),
-        "label": widgets.Dropdown(options=[], description="Label", style=_WIDE, layout=widgets.Layout(width="220px")),
+                                      tooltips=[VIEW_TIPS[name] for name in VIEWS], style={"button_width": "auto"}),
+        "label": widgets.Dropdown(options=[], description="Label", style=_WIDE, layout=widgets.Layout(width="220px"),
+                                  tooltip="the label of the one-label and raw-vs-surgery views"),
         "redundancy": widgets.Dropdown(options=[(REDUNDANCY_TEXT.get(m, m), m) for m in REDUNDANCY_MODES],
-                                       description="Redundancy", style=_WIDE, layout=widgets.Layout(width="230px")),
+                                       description="Redundancy", style=_WIDE, layout=widgets.Layout(width="230px"),
+                                       tooltip="what feature surgery subtracts: auto = the labels' shared part "
+                                               "(the empty text for one label)"),
         "size": widgets.Dropdown(options=[(str(s), s) for s in SIZES] + [(CUSTOM, CUSTOM)], value=SIZES[0],
-                                 description="Input size", style=_WIDE, layout=widgets.Layout(width="170px")),
+                                 description="Input size", style=_WIDE, layout=widgets.Layout(width="170px"),
+                                 tooltip="the image is resized to this before the model sees it"),
         "custom_size": widgets.Text(value="640", placeholder=f"S or HxW, ×{patch_size}", continuous_update=False,
                                     layout=widgets.Layout(width="90px", display="none")),
         "depth": widgets.IntSlider(value=1, min=1, max=max_depth or 12, description="Surgery depth", style=_WIDE,
                                    disabled=max_depth is None, continuous_update=False,
+                                   tooltip="how many final blocks get the v-v stream of architecture surgery",
                                    layout=widgets.Layout(width="260px")),
         "cmap": widgets.Dropdown(options=CMAPS, description="Colours", style=_WIDE,
+                                 tooltip="colour map of the heat maps",
                                  layout=widgets.Layout(width="160px")),
         "opacity": widgets.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description="Opacity", style=_WIDE,
+                                       tooltip="how strongly the map covers the image",
                                        layout=widgets.Layout(width="250px")),
         "threshold": widgets.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description="Outline ≥",
+                                         tooltip="outline where the map is at least this (0: no outline)",
                                          style=_WIDE, layout=widgets.Layout(width="250px")),
         "method": widgets.Dropdown(options=methods, description="Method", style=_WIDE,
+                                   tooltip="the dense method of the one-label, grid and segmentation views",
                                    layout=widgets.Layout(width="210px")),
         "feature_surgery": widgets.Dropdown(options=list(FEATURE_SURGERY), description="Feature surgery",
+                                            tooltip="subtract the features every label shares (the papers use it "
+                                                    "for CLIP Surgery only)",
                                             style=_WIDE, layout=widgets.Layout(width="270px")),
         "compared": widgets.HBox(toggles, layout=widgets.Layout(flex_flow="row wrap")),
         "prob_thd": widgets.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description="Background <",
-                                        style=_WIDE, layout=widgets.Layout(width="260px")),
+                                        tooltip="pixels whose best label is less likely than this get the first "
+                                                "label", style=_WIDE, layout=widgets.Layout(width="260px")),
         "area_thd": widgets.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description="Area rule ≤",
-                                        tooltip="0: off", style=_WIDE, layout=widgets.Layout(width="260px")),
+                                        tooltip="drop labels winning at most this share of the pixels (0: off)",
+                                        style=_WIDE, layout=widgets.Layout(width="260px")),
         "pamr_steps": widgets.IntText(value=0, description="PAMR steps", style=_WIDE,
+                                      tooltip="steps of PAMR refinement along the image's edges (0: off)",
                                       layout=widgets.Layout(width="150px")),
         "logit_scale": widgets.FloatText(value=40.0, description="Logit scale", style=_WIDE,
+                                         tooltip="multiplies the similarities before the softmax over labels",
                                          layout=widgets.Layout(width="160px")),
     }
     wrap = dict(flex_flow="row wrap", align_items="center")
@@ -124,9 +155,17 @@ def link_controls(owner: Any, c: dict[str, widgets.Widget]) -> None:
         c["methods_row"].layout.display = None if owner.view == "methods" else "none"
         c["segmentation_row"].layout.display = None if owner.view == "segmentation" else "none"
         c["redundancy"].disabled = owner.feature_surgery is False
+        c["label"].disabled = owner.view in LABEL_UNUSED
+        c["method"].disabled = owner.view in METHOD_UNUSED
+        c["cmap"].disabled = c["threshold"].disabled = owner.view in COLOURS_UNUSED
+
+    def match_preset(change: Any = None) -> None:
+        c["preset"].value = next((k for k, v in PRESETS.items() if list(v) == list(owner.labels)), "")
 
     follow()
+    match_preset()
     owner.observe(follow, names=["view", "feature_surgery"])
+    owner.observe(match_preset, names="labels")
 
 
 def link_compared(owner: Any, toggles: dict[str, widgets.ToggleButton]) -> None:

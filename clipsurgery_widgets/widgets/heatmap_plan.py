@@ -5,6 +5,7 @@ it. A new view is one entry in :data:`VIEWS` and one branch in :func:`panel_plan
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -89,8 +90,7 @@ def panel_plan(view: str, labels: Sequence[str], label: str | None, method: str 
     common: dict[str, Any] = dict(method=method, compared=compared)
     if view == "grid":
         panels = tuple(Panel(method, t) for t in labels) or (Panel(method, ""),)
-        n = len(panels)
-        return Plan(view, panels, n if n <= 4 else 4 if n <= 12 else 6, compact=True, short_titles=True, **common)
+        return Plan(view, panels, balanced_columns(len(panels)), compact=True, short_titles=True, **common)
     if view == "compare":
         return Plan(view, tuple(Panel(m, label) for m in COMPARED_METHODS), len(COMPARED_METHODS), **common)
     if view == "methods":
@@ -101,6 +101,14 @@ def panel_plan(view: str, labels: Sequence[str], label: str | None, method: str 
     if view == "overlay":
         return Plan(view, (Panel(method, label),), 1, **common)
     raise ValueError(f"Unknown view {view!r}; use one of {', '.join(VIEWS)}.")
+
+
+def balanced_columns(n: int, max_columns: int = 6) -> int:
+    """Columns of a balanced grid of ``n`` panels: about as many rows as columns (4 -> 2x2, 3 -> 1x3,
+    7 -> 4+3, 59 -> 6 columns), at most ``max_columns``; the fewest empty cells, then the fewest rows."""
+    low = min(max_columns, max(1, math.ceil(math.sqrt(n))))
+    candidates = range(low, min(max_columns, low + 1) + 1)
+    return min(candidates, key=lambda c: (-n % c, -(-n // c)))
 
 
 def methods_needed(view: str, method: str, compared: Sequence[str]) -> list[str]:

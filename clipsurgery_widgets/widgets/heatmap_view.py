@@ -1,7 +1,10 @@
 """HeatmapView: what HeatmapExplorer shows, as plotly figures.
 
-One :class:`~.plotting.PanelFigure` holds every image panel of every view (overlay, grid, compare,
-methods, segmentation); a bar chart shows every label's score at the clicked patch. The controller
+A small :class:`~.plotting.PanelFigure` (up to four panels) holds the image panels of the small
+views (one label, raw vs surgery, segmentation, a few labels); a second one, sized to the view, the
+panels of a big grid. Every plotly redraw handles every trace of its figure, so a view after a
+59-label grid must not keep the grid's 121 traces. A bar chart, made with the view so that the
+first click costs what later clicks cost, shows every label's score at the clicked patch. The controller
 says *what* to show with a :class:`~.heatmap_plan.Plan` (one panel per image panel: a method's map
 of a label, or a method's segmentation) and a :class:`~.heatmap_plan.Style`; this view decides
 *how*. Tests read :meth:`HeatmapView.describe` and :meth:`HeatmapView.heat`, never the plotly traces.
@@ -19,14 +22,18 @@ from ..engine.errors import ClipSurgeryError
 from ..engine.regions import display_step, normalised_patch_grid, region_outline
 from ..figures.style import label_colors, method_name
 from .heatmap_plan import COMPARED_METHODS, VIEWS, Panel, Plan, Style, panel_plan
-from .plotting import (HEAT_TRACE, OUTLINE_TRACE, PanelFigure, bar_figure, discrete_colorscale, plotly_colorscale,
-                       plotly_text, subsample)
+from .plotting import (HEAT_TRACE, MODEBAR_ROOM, OUTLINE_TRACE, PanelFigure, bar_figure, discrete_colorscale,
+                       plotly_colorscale, plotly_text, subsample)
 
 __all__ = ["HeatmapView", "VIEWS", "COMPARED_METHODS", "Panel", "Plan", "Style", "panel_plan", "method_maps",
            "has_maps", "method_title"]
 
-FIGURE_WIDTH = 780  # pixels; fixed so that panel sizes (and the data sent for them) are predictable
-_PLOT_WIDTH = FIGURE_WIDTH - 90  # without the margins and the colour bar
+#: the width (pixels) figure heights are planned for; the figures fill their cell's width, whatever it is.
+NOMINAL_WIDTH = 700
+_PLOT_WIDTH = NOMINAL_WIDTH - 90  # without the margins and the colour bar
+SMALL_CAPACITY = 4  # panels of the small figure: one label, raw vs surgery, segmentation, up to 4 labels
+_BAR_HEIGHT = 260
+_BAR_HINT = "Click a map to see every label's score at that patch."
 _BAR_COLOR, _BAR_HIGHLIGHT = "#1f77b4", "#d62728"  # bars; the bar of the label shown in the overlay
 
 
@@ -63,18 +70,25 @@ class HeatmapView:
 
     def __init__(self, on_click: Callable[[int, float, float], None]):
         self._on_click = on_click
-        self.plot_box = widgets.Box(layout=widgets.Layout(width="100%"))
-        self.bar_box = widgets.Box(layout=widgets.Layout(width="100%", display="none"))
+        # Columns: a figure stretches to the cell's width (in a row it would take its own width).
+        self.plot_box = widgets.VBox(layout=widgets.Layout(width="100%"))
+        self.bar_box = widgets.VBox(layout=widgets.Layout(width="100%"))
         self.plot_box.add_class("csw-plot")
         self.bar_box.add_class("csw-bars")
-        self.panels: PanelFigure | None = None  # built on the first show, rebuilt only to grow
-        self.bar_chart = None  # a bar FigureWidget, built on the first click
+        self.panels: PanelFigure | None = None  # the figure on screen, built on the first show
+        self._figures: dict[str, PanelFigure] = {}  # "small" and "large" (see _figure)
+        # Made now, empty with a one-line hint: a new FigureWidget costs the browser seconds (it
+        # ships plotly.js), which would otherwise land on the first click.
+        self.bar_chart = bar_figure(_BAR_HEIGHT)
+        self.bar_box.children = (self.bar_chart,)
+        self._scores_shown = False
+        self.hide_scores()
         self._plan: Plan | None = None
         self._style: Style | None = None
         self._segmentation: Any = None  # the LabelSegmentation drawn, or None
         self._derived: dict[tuple[object, str], np.ndarray] = {}
         self._watchers: list[Callable[[str], None]] = []
-        self._watched = None  # the FigureWidget the watchers are registered on
+        self._watched: dict[int, int] = {}  # id of a PanelFigure's FigureWidget -> watchers registered on it
 
     @property
     def figure(self):
@@ -98,8 +112,7 @@ class HeatmapView:
         ncols, height, image_side = _grid_shape(plan, rgb)
         seg_view = plan.panels[0].segmentation
         with panels.fig.batch_update():
-            panels.arrange(len(plan.panels), ncols, height, width=FIGURE_WIDTH,
-                           right_margin=140 if seg_view else 70)
+            panels.arrange(len(plan.panels), ncols, height, width=None, right_margin=140 if seg_view else 70)
             panels.set_titles([plotly_text(p.title(plan.short_titles)) for p in plan.panels])
             if rgb is not None:
                 for index in range(len(plan.panels)):
@@ -116,9 +129,7 @@ class HeatmapView:
             shown = marker is not None and marker[2] < len(plan.panels)
             panels.set_marker((marker[0], marker[1]) if shown else None, marker[2] if shown else 0)
         figure = panels.go_live()
-        if figure is not self._watched:
-            self._watched = figure
-            self._tell_watchers(self._watchers)
+        self._tell_watchers()
         if self.plot_box.children != (figure,):
             self.plot_box.children = (figure,)
         self._plan, self._style, self._segmentation = plan, style, drawn
@@ -126,10 +137,6 @@ class HeatmapView:
     def show_scores(self, labels: Sequence[str], scores: Sequence[float], normalised: Sequence[float],
                     title: str, highlight: str | None) -> None:
         """The bar chart of every label's ``scores`` at a patch (hover adds the ``normalised`` value)."""
-        if self.bar_chart is None:
-            self.bar_chart = bar_figure()
-            self.bar_box.children = (self.bar_chart,)
-        self.bar_box.layout.display = None
         colors = [_BAR_HIGHLIGHT if t == highlight else _BAR_COLOR for t in labels]
         with self.bar_chart.batch_update():
             bars = self.bar_chart.data[0]
@@ -137,24 +144,40 @@ class HeatmapView:
                         customdata=np.round(normalised, 3).tolist(), marker=dict(color=colors),
                         hovertemplate="<b>%{x}</b><br>score %{y:.4f}<br>normalised %{customdata:.3f}<extra></extra>")
             self.bar_chart.layout.title.text = plotly_text(title)
+            if not self._scores_shown:
+                self.bar_chart.update_layout(height=_BAR_HEIGHT, margin=dict(t=40, b=80),
+                                             xaxis_visible=True, yaxis_visible=True)
+        self._scores_shown = True
 
     def show_marker(self, x: float, y: float, panel: int) -> None:
         """Mark the clicked point (x, y) of ``panel``."""
         self.panels.set_marker((x, y), panel)
 
     def hide_scores(self) -> None:
-        self.bar_box.layout.display = "none"
+        """Back to the empty bar chart: one line saying what a click shows."""
+        with self.bar_chart.batch_update():
+            self.bar_chart.data[0].update(x=[], y=[], customdata=[], marker=dict(color=[]))
+            self.bar_chart.update_layout(height=44, margin=dict(t=30, b=0), title_text=_BAR_HINT,
+                                         xaxis_visible=False, yaxis_visible=False)
+        self._scores_shown = False
 
     def _figure(self, n_panels: int) -> PanelFigure:
-        """The one PanelFigure, rebuilt only when it needs more panels.
+        """The PanelFigure for ``n_panels`` panels, made the one on screen.
 
-        The old figure is not closed: its view may still be on screen until the swap, and closing
+        Up to :data:`SMALL_CAPACITY` panels: the small figure. More: the large one, rebuilt when
+        it is too small, or more than twice too big. A figure put aside keeps its state (and its
+        model in the browser), so going back costs one new view, not a new FigureWidget. A
+        replaced figure is not closed: its view may still be on screen until the swap, and closing
         a plotly FigureWidget under a live view breaks the browser's message handling.
         """
-        if self.panels is None or self.panels.capacity < n_panels:
-            capacity = max(4, -(-n_panels // 4) * 4)
-            self.panels = PanelFigure(capacity, staged=True, on_click=self._on_click)
-        return self.panels
+        kind = "small" if n_panels <= SMALL_CAPACITY else "large"
+        panels = self._figures.get(kind)
+        if panels is None or not n_panels <= panels.capacity <= max(SMALL_CAPACITY, 2 * n_panels):
+            capacity = SMALL_CAPACITY if kind == "small" else -(-n_panels // 4) * 4
+            panels = PanelFigure(capacity, staged=True, on_click=self._on_click, top_margin=MODEBAR_ROOM)
+            self._figures[kind] = panels
+        self.panels = panels
+        return panels
 
     def _draw_segmentation(self, segmentation: tuple[object, Any] | None, style: Style) -> Any:
         """Panel 0: the class of each pixel (sent at about ``heat_side`` pixels); returns what was drawn."""
@@ -211,7 +234,9 @@ class HeatmapView:
         (None before an image) and image_formats ("png", "jpeg"); heat: (rows, cols) of each panel's
         heat data or None; legend: legend names; cmap (name) and colorscale (per panel, as sent);
         opacity; threshold; colorbar and outlined per panel; marker: (x, y, panel) or None;
-        bars: None when hidden, else {"labels", "values", "title", "highlight"};
+        bars: None before a click (the bar chart is there, empty), else {"labels", "values", "title",
+        "highlight"}; bar_chart: whether the bar chart exists (it does from the start);
+        traces, capacity: plotly traces and panels of the figure on screen (what every redraw handles);
         method: the chosen method; compared: the methods of the "methods" view (its columns);
         shape: (rows, columns) of the panel grid (labels x methods in the "methods" view);
         segmentation: None, or what the segmentation view shows: {"method", "classes", and the
@@ -222,7 +247,8 @@ class HeatmapView:
             return {"view": None, "panels": 0, "titles": [], "methods": [], "labels": [], "images": [],
                     "image_formats": [], "heat": [], "legend": [], "cmap": None, "colorscale": [], "opacity": None,
                     "threshold": None, "colorbar": [], "outlined": [], "marker": None, "bars": None,
-                    "method": None, "compared": [], "shape": (0, 0), "segmentation": None}
+                    "method": None, "compared": [], "shape": (0, 0), "segmentation": None,
+                    "bar_chart": self.bar_chart is not None, "traces": 0, "capacity": 0}
         shown = self.panels.describe()
         plan, style = self._plan, self._style
         drawn = [o for o in shown["opacity"] if o is not None]  # None until a heat map is drawn
@@ -235,12 +261,13 @@ class HeatmapView:
             "colorscale": shown["colorscale"], "opacity": drawn[0] if drawn else style.opacity,
             "threshold": style.threshold, "colorbar": shown["colorbar"], "outlined": shown["outlined"],
             "marker": shown["marker"], "bars": None, "method": plan.method, "compared": list(plan.compared),
-            "shape": plan.shape, "segmentation": None,
+            "shape": plan.shape, "segmentation": None, "bar_chart": self.bar_chart is not None,
+            "traces": shown["traces"], "capacity": shown["capacity"],
         }
         seg = self._segmentation
         if plan.panels[0].segmentation and seg is not None:
             described["segmentation"] = {"method": seg.method, "classes": list(seg.classes), **seg.settings}
-        if self.bar_chart is not None and self.bar_box.layout.display != "none":
+        if self._scores_shown:
             bars = self.bar_chart.data[0]
             highlighted = [i for i, c in enumerate(bars.marker.color) if c == _BAR_HIGHLIGHT]
             labels = [html.unescape(t) for t in bars.x]
@@ -274,11 +301,15 @@ class HeatmapView:
         """Call ``callback(kind)`` whenever the figure sends new "heat" data, "style" or an "image"
         to the browser (plotly sends only values that changed); for tests and benchmarks."""
         self._watchers.append(callback)
-        if self._watched is not None:
-            self._tell_watchers([callback])
+        self._tell_watchers()
 
-    def _tell_watchers(self, callbacks: Sequence[Callable[[str], None]]) -> None:
-        for callback in callbacks:
+    def _tell_watchers(self) -> None:
+        """Register on the figure on screen the watchers not registered there yet."""
+        if self.panels is None or not self.panels.live:
+            return
+        done = self._watched.get(id(self.panels.fig), 0)
+        self._watched[id(self.panels.fig)] = len(self._watchers)
+        for callback in self._watchers[done:]:
             for panel in range(self.panels.capacity):
                 trace = self.panels.trace(panel, HEAT_TRACE)
                 trace.on_change(lambda *_, c=callback: c("heat"), "z", "customdata")

@@ -31,6 +31,10 @@ from .live_figure import LiveFigure
 
 HEAT_TRACE, OUTLINE_TRACE = 0, 1
 TRACES_PER_PANEL = 2
+#: top margin (px) keeping plotly's toolbar (about 28 px tall, top right) off the first row of titles.
+MODEBAR_ROOM = 36
+#: plotly.js config of the figures (no fixed width): redraw at the cell's width when the window resizes.
+FIGURE_CONFIG = {"responsive": True, "displaylogo": False}
 
 
 def image_data_uri(rgb: np.ndarray, max_side: int = 640) -> tuple[str, float]:
@@ -87,12 +91,14 @@ class PanelFigure:
     stale traces in plotly 7.1.) By default it is a FigureWidget from the start.
 
     ``on_click(panel, x, y)`` is called with original-image pixel coordinates when a panel's heat
-    map is clicked.
+    map is clicked. ``top_margin``: pixels above the first row of titles (:data:`MODEBAR_ROOM`
+    keeps the plotly toolbar off them).
     """
 
     def __init__(self, capacity: int, on_click: Callable[[int, float, float], None] | None = None,
-                 staged: bool = False):
+                 staged: bool = False, top_margin: int = 28):
         self.capacity = capacity
+        self.top_margin = top_margin
         self.n_panels = 0
         self._on_click = on_click
         self._keys: list[object] = [None] * capacity
@@ -120,8 +126,8 @@ class PanelFigure:
                        xanchor="left", yanchor="top", sizing="stretch", layer="below", visible=False)
                   for p in range(capacity)]
         self.fig: go.Figure = go.Figure(data=traces, layout=dict(
-            layout, height=420, margin=dict(l=8, r=8, t=28, b=8), dragmode=False, plot_bgcolor="white",
-            showlegend=False, hovermode="closest", annotations=annotations, images=images,
+            layout, height=420, autosize=True, margin=dict(l=8, r=8, t=top_margin, b=8), dragmode=False,
+            plot_bgcolor="white", showlegend=False, hovermode="closest", annotations=annotations, images=images,
             legend=dict(itemclick=False, itemdoubleclick=False)))
         self._legend_start = len(self.fig.data)
         if not staged:
@@ -135,6 +141,7 @@ class PanelFigure:
         """Turn the staged figure into its FigureWidget (once) and wire the click callbacks."""
         if not self.live:
             self.fig = LiveFigure(self.fig)
+            self.fig._config = dict(FIGURE_CONFIG)
             for panel in range(self.capacity):
                 self.trace(panel, HEAT_TRACE).on_click(self._make_click_handler(panel))
         return self.fig
@@ -147,7 +154,7 @@ class PanelFigure:
         if not 1 <= n_panels <= self.capacity:
             raise ValueError(f"n_panels must be in 1..{self.capacity}, got {n_panels}.")
         nrows = math.ceil(n_panels / ncols)
-        title = 24 / max(1, height - 36)  # room above each panel for its title, in paper units (plot area)
+        title = 24 / max(1, height - self.top_margin - 8)  # room above each panel for its title (paper units)
         hgap, vgap = (0.02 if ncols > 1 else 0.0), (8 / height if nrows > 1 else 0.0)
         updates: dict = {"height": height, "width": width, "margin.r": right_margin}
         notes: list[dict] = []
@@ -303,7 +310,8 @@ class PanelFigure:
         panels: number shown; titles; images: (H, W) of each shown panel's photo or None;
         heat: (rows, cols) of each shown panel's heat data or None; marker: (x, y, panel) or None;
         legend: legend names; colorscale / opacity / colorbar: of each shown panel's heat map;
-        height, width: of the figure in pixels (width None = fills its container).
+        height, width: of the figure in pixels (width None = fills its container);
+        capacity: panels the figure holds; traces: plotly traces it holds (sent with every redraw).
         """
         shown = range(self.n_panels)
         heat = [self.trace(p, HEAT_TRACE) for p in shown]
@@ -321,6 +329,7 @@ class PanelFigure:
             "colorbar": [bool(t.showscale) for t in heat],
             "outlined": [bool(self.trace(p, OUTLINE_TRACE).x) for p in shown],
             "height": self.fig.layout.height, "width": self.fig.layout.width,
+            "capacity": self.capacity, "traces": len(self.fig.data),
         }
 
     def _make_click_handler(self, panel: int) -> Callable:
@@ -334,7 +343,9 @@ class PanelFigure:
 def bar_figure(height: int = 260) -> go.FigureWidget:
     """An empty bar chart for per-label scores at a clicked patch."""
     fig = LiveFigure(go.Bar(x=[], y=[], name="score", marker=dict(color=[])))
-    fig.update_layout(height=height, margin=dict(l=50, r=10, t=40, b=80), showlegend=False,
+    # No toolbar: nothing to zoom in a few bars, and its buttons would sit over the title.
+    fig._config = dict(FIGURE_CONFIG, displayModeBar=False)
+    fig.update_layout(height=height, autosize=True, margin=dict(l=50, r=10, t=40, b=80), showlegend=False,
                       title=dict(text="", font=dict(size=13)), yaxis=dict(title=dict(text="score", font=dict(size=11))),
                       xaxis=dict(tickangle=-40))
     return fig
@@ -371,10 +382,7 @@ def _rgb(colour: Sequence[float]) -> str:
     return f"rgb({r},{g},{b})"
 
 
-# Public names of the helpers above, for views that build their own plotly layouts.
-axis_name = _axis_name
-axis_ref = _axis_ref
-compact = _compact
+axis_name, axis_ref, compact = _axis_name, _axis_ref, _compact  # public, for views with their own layouts
 
 
 _PLOTLY_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "%": "&#37;", "$": "&#36;"})

@@ -1,4 +1,5 @@
-"""The SamWidget's controls, their layout, and its second status line (SAM's image embedding)."""
+"""The SamWidget's controls, their layout, its second status line (SAM's image embedding) and the
+absent-label warning."""
 from __future__ import annotations
 
 import html
@@ -10,7 +11,12 @@ import ipywidgets as widgets
 from .base import precision_toggle
 
 MODES = (("click adds positive", "positive"), ("click adds negative", "negative"), ("drag a box", "box"))
+THRESHOLD_MODES = (("value", "value"), ("quantile", "quantile"))
 _WIDE = {"description_width": "initial"}
+#: Height kept for the row of the Mask buttons, and width kept for the buttons, so that nothing
+#: around them moves when the row empties (no mask yet, cleared prompts, a new text).
+MASK_ROW_HEIGHT = "36px"
+MASK_BUTTONS_WIDTH = "330px"
 
 
 def build_controls() -> dict[str, widgets.Widget]:
@@ -35,6 +41,7 @@ def build_controls() -> dict[str, widgets.Widget]:
         "reset": button("Automatic points", "Back to the points the text's map gives", "magic"),
         "clear": button("Clear", "Remove every point and the box", "times"),
         "candidates": widgets.ToggleButtons(options=[], value=None, description="Mask",
+                                            tooltips=[], layout=widgets.Layout(min_width=MASK_BUTTONS_WIDTH),
                                             style={"button_width": "auto", "description_width": "initial"}),
         "opacity": widgets.FloatSlider(min=0.0, max=1.0, step=0.05, description="Opacity", style=_WIDE,
                                        layout=widgets.Layout(width="240px")),
@@ -42,7 +49,31 @@ def build_controls() -> dict[str, widgets.Widget]:
         # The slider spans the whole range the setting accepts, so any valid value shows as it is.
         "threshold": widgets.FloatSlider(min=0.0, max=1.0, step=0.05, continuous_update=False,
                                          description="Point threshold", style=_WIDE,
+                                         tooltip="cells of the halved, min-max scaled map at or above this become "
+                                                 "positive points (a quantile of the cells with 'quantile')",
                                          layout=widgets.Layout(width="280px")),
+        "threshold_mode": widgets.ToggleButtons(
+            options=THRESHOLD_MODES, style={"button_width": "auto"},
+            tooltips=["the threshold is a level of the min-max scaled map (0.8: the paper's rule)",
+                      "the threshold is a quantile of the map's cells (0.9: about the top tenth), "
+                      "so a peaked map still gives points on every similar object"]),
+        "max_points": widgets.BoundedIntText(min=0, max=100_000, description="Max points", style=_WIDE,
+                                             tooltip="at most this many positive points (and as many negative); "
+                                                     "0: no limit but half the cells",
+                                             layout=widgets.Layout(width="150px")),
+        "absent_below": widgets.FloatSlider(min=0.0, max=0.5, step=0.01, continuous_update=False,
+                                            description="Absent below", style=_WIDE, readout_format=".2f",
+                                            tooltip="the text counts as absent when its CLIP probability among "
+                                                    "the comparison labels is below this: a warning instead of "
+                                                    "the automatic mask (0: no check)",
+                                            layout=widgets.Layout(width="260px")),
+        "instances": widgets.Checkbox(description="one mask per region", indent=False,
+                                      tooltip="several objects: SAM is asked once per region of the map",
+                                      layout=widgets.Layout(width="auto")),
+        "instance_pick": widgets.ToggleButtons(options=[], value=None, description="Instance",
+                                               style={"button_width": "auto", "description_width": "initial"}),
+        "instance_links": widgets.HTML(),
+        "presence": widgets.HTML(layout=widgets.Layout(display="none")),
         "sam_status": widgets.HTML(layout=widgets.Layout(min_height="1.5em")),
         "sam_progress": widgets.FloatProgress(value=0.0, min=0.0, max=1.0, layout=widgets.Layout(width="200px")),
     }
@@ -53,18 +84,28 @@ def build_controls() -> dict[str, widgets.Widget]:
 
 def arrange(controls: dict[str, widgets.Widget], status: widgets.Widget, error: widgets.Widget,
             plot: widgets.Widget) -> list[widgets.Widget]:
-    """The widget's rows, top to bottom: text and upload, editing, display, status lines, error, plot."""
+    """The widget's rows, top to bottom: text and upload, editing, automatic points, mask display,
+    instances, status lines, absent-label warning, error, plot."""
     c = controls
-    wrap = widgets.Layout(flex_flow="row wrap", align_items="center", grid_gap="4px 12px")
-    box = widgets.Box([plot], layout=widgets.Layout(width="100%"))
+
+    def row(children: list, name: str, **layout: str) -> widgets.HBox:
+        box = widgets.HBox(children, layout=widgets.Layout(flex_flow="row wrap", align_items="center",
+                                                           grid_gap="4px 12px", **layout))
+        box.add_class(f"csw-row-{name}")
+        return box
+
+    # A column box stretches the plot to its width, which plotly's autosize then measures (a row box
+    # would leave the plot at its first drawn width).
+    box = widgets.VBox([plot], layout=widgets.Layout(width="100%"))
     box.add_class("csw-plot")
     return [
-        widgets.HBox([c["text"], c["upload"]], layout=wrap),
-        widgets.HBox([c["mode"], c["undo"], c["redo"], c["reset"], c["clear"]], layout=wrap),
-        widgets.HBox([c["candidates"], c["opacity"], c["outline"], c["threshold"], precision_toggle(c)],
-                     layout=wrap),
-        status, widgets.HBox([c["sam_progress"], c["sam_status"]], layout=wrap),
-        error, box,
+        row([c["text"], c["upload"]], "text"),
+        row([c["mode"], c["undo"], c["redo"], c["reset"], c["clear"]], "edit"),
+        row([c["threshold"], c["threshold_mode"], c["max_points"], c["absent_below"]], "points"),
+        row([c["candidates"], c["opacity"], c["outline"], precision_toggle(c)], "mask", min_height=MASK_ROW_HEIGHT),
+        row([c["instances"], c["instance_pick"], c["instance_links"]], "instances", min_height=MASK_ROW_HEIGHT),
+        status, row([c["sam_progress"], c["sam_status"]], "sam"),
+        c["presence"], error, box,
     ]
 
 
@@ -129,3 +170,11 @@ def _seconds(value: float) -> str:
     """A duration for the SAM line: "12 s", "2 min 5 s"."""
     value = max(0, round(value))
     return f"{value} s" if value < 60 else f"{value // 60} min {value % 60} s"
+
+
+def presence_html(text: str | None) -> tuple[str, str | None]:
+    """The absent-label warning line: (HTML, CSS display) for a warning text, or hidden for None."""
+    if not text:
+        return "", "none"
+    return ('<div style="border-left:4px solid #f0ad4e;background:#fcf8e3;color:#8a6d3b;padding:4px 10px;'
+            f'margin:2px 0;font-size:0.9em"><b>Warning:</b> {html.escape(text)}</div>'), None

@@ -83,13 +83,17 @@ class SamPrompts:
         """What a click at image pixel (x, y) does (the plotly click handler calls this too).
 
         Near a point it removes that point; elsewhere it adds one of the ``mode``'s kind (with
-        ``modifier``, as with Alt held: the other kind). Until SAM's embedding is ready a click only
-        says so in the status line (call :meth:`wait` first). Errors are shown and raised.
+        ``modifier``, as with Alt held: the other kind). With one mask per region (``instances``) it
+        chooses the instance under it instead. Until SAM's embedding is ready a click only says so in
+        the status line (call :meth:`wait` first). Errors are shown and raised.
         """
         start = time.perf_counter()
         try:
             with self._lock:
                 if not self._require_sam("clicks work"):
+                    return
+                if self.instances:
+                    self._choose_instance_at(x, y)
                     return
                 height, width = self._rgb.shape[:2]
                 if not (-0.5 <= x < width - 0.5 + 1e-9 and -0.5 <= y < height - 0.5 + 1e-9):
@@ -152,6 +156,9 @@ class SamPrompts:
             with self._lock:
                 if not self._require_sam(f"{doing} works"):
                     return None
+                if self.instances:
+                    self._set_status(f"One mask per region is shown: turn it off to {doing}.")
+                    return None
                 outcome = change()
                 self._after_edit(doing, start)
                 return outcome
@@ -196,4 +203,5 @@ class SamPrompts:
             self.candidate = None if result is None else result.best
         finally:
             self._syncing = False
-        control.layout.visibility = "visible" if result is not None else "hidden"
+        # Hidden, not removed: the row keeps its height and the controls beside it stay where they are.
+        control.layout.visibility = "visible" if result is not None and not self.instances else "hidden"

@@ -7,6 +7,10 @@ loading when an update arrives can hold that up for ever (the plot then ignores 
 SAM's points, box and outline are layout shapes. Clicks reach us through a transparent heat map
 over the SAM panel (its cells resolve a click to a couple of pixels) and through the text's heat
 map; both go to :meth:`SamView.click`, which tests call too.
+
+The figure has no fixed width: plotly fills the cell it sits in and redraws when the window or
+the cell changes size; the height is planned for ``width`` pixels. It has no toolbar (modebar):
+the panels neither zoom nor pan, and a toolbar would cover the SAM panel's title.
 """
 from __future__ import annotations
 
@@ -28,6 +32,11 @@ from .plotting import image_data_uri, plotly_colorscale, plotly_text, subsample
 T_CATCH, T_SELECT, H_HEAT, H_POS, H_NEG = range(5)
 IMG_PHOTO, IMG_MASK, IMG_HEAT_PHOTO = range(3)
 MARKER_RADIUS = 6.5  # screen pixels
+#: Colours of the instance masks (one mask per region), in order; repeated beyond ten.
+INSTANCE_COLORS = ("#22c55e", "#e11d48", "#2563eb", "#f59e0b", "#9333ea", "#0891b2", "#db2777", "#65a30d",
+                   "#ea580c", "#4f46e5")
+#: plotly's display options: no toolbar (see the module docstring); redrawn at the cell's width on a resize.
+PLOT_CONFIG = {"displayModeBar": False, "displaylogo": False, "responsive": True}
 PANELS = ("sam", "heat")
 
 ClickHandler = Callable[[float, float, bool], None]  # (x, y, modifier held)
@@ -40,7 +49,8 @@ class SamView:
     Args:
         on_click: called with (x, y, modifier) in image pixels for a click on either panel.
         on_box: called with (x0, y0, x1, y1) for a box dragged on the SAM panel.
-        width: figure width in pixels (its height follows the image's shape).
+        width: the width in pixels the height is planned for (the figure itself fills the
+            width of its cell; its height follows the image's shape).
         image_side, heat_side, click_side: the image and mask are sent at about ``image_side``
             pixels on the long side, the heat map at ``heat_side``; clicks resolve on a grid of
             about ``click_side`` cells.
@@ -149,6 +159,33 @@ class SamView:
             if fig.layout.annotations[0].text != title:  # a title that stays while clicking: nothing is sent
                 fig.layout.annotations[0].text = title
 
+    def show_instances(self, title: str, masks: np.ndarray, key: Any, points: np.ndarray, labels: np.ndarray,
+                       opacity: float) -> None:
+        """One mask per instance (bool [K, H, W], K may be 0), each in its colour of INSTANCE_COLORS,
+        with the prompts of the instance chosen ([P, 2] (x, y), [P]); ``key`` names the masks."""
+        fig = self.fig
+        mask_image = fig.layout.images[IMG_MASK]
+        with fig.batch_update():
+            if len(masks) == 0 or self._size is None:
+                mask_image.visible = False
+                self._drawn_mask = None
+            else:
+                if self._drawn_mask is None or self._drawn_mask[0] != key:
+                    # Later instances are drawn over earlier ones where they overlap (index = instance + 1).
+                    index = np.zeros(masks.shape[1:], np.uint8)
+                    for k, mask in enumerate(masks):
+                        index[mask] = k + 1
+                    shown, scale = self._display_mask(index, labelled=True)
+                    colors = [INSTANCE_COLORS[k % len(INSTANCE_COLORS)] for k in range(len(masks))]
+                    self._drawn_mask = [key, shown, scale, _png_uri(shown, *colors), None]
+                height, width = self._size
+                mask_image.update(source=self._drawn_mask[3], x=-0.5, y=-0.5, sizex=width, sizey=height,
+                                  opacity=opacity, visible=True)
+            fig.layout.shapes = self._prompt_shapes(None, points, labels, None)
+            title = plotly_text(title)
+            if fig.layout.annotations[0].text != title:
+                fig.layout.annotations[0].text = title
+
     def set_box_mode(self, on: bool) -> None:
         """Dragging on the SAM panel draws a box (on) or does nothing (off)."""
         self.fig.layout.dragmode = "select" if on else False
@@ -163,6 +200,7 @@ class SamView:
         None; auto_points / points: {"positive", "negative"} lists of (x, y) on the heat and SAM
         panels; colors: of those points, the box and the outline; box: (x0, y0, x1, y1) or None;
         mask: bool [h, w] of the mask image sent (None if none), mask_visible, mask_opacity;
+        mask_labels: uint8 [h, w] of that image, 0 outside, k inside instance k (1 for the single mask);
         outline: list of [K, 2] (x, y) rings drawn around the mask; box_mode: dragging draws a box.
         """
         fig, shapes = self.fig, list(self.fig.layout.shapes)
@@ -191,6 +229,7 @@ class SamView:
                        "outline": outlines[0].line.color if outlines else None},
             "box": (float(boxes[0].x0), float(boxes[0].y0), float(boxes[0].x1), float(boxes[0].y1)) if boxes else None,
             "mask": _decode_mask(mask_image.source) if mask_image.source else None,
+            "mask_labels": _decode_labels(mask_image.source) if mask_image.source else None,
             "mask_visible": mask_image.visible is True,
             "mask_opacity": mask_image.opacity,
             "outline": _parse_path(outlines[0].path) if outlines else [],
@@ -223,14 +262,18 @@ class SamView:
                   dict(image, xref="x", yref="y", layer="above", name="mask"),
                   dict(image, xref="x2", yref="y2", layer="below", name="heat image")]
         axis = dict(visible=False, showgrid=False, zeroline=False, constrain="domain", fixedrange=True)
+        # Centred over each panel ("auto" would anchor them by their side and, in a narrow cell, overlap).
         titles = [dict(text="", x=x, y=1.0, xref="paper", yref="paper", showarrow=False, yanchor="bottom",
-                       font=dict(size=13)) for x in (0.755, 0.245)]
+                       xanchor="center", font=dict(size=13)) for x in (0.755, 0.245)]
         fig = LiveFigure(data=traces, layout=dict(
-            width=self.width, height=440, margin=dict(l=8, r=8, t=30, b=8), dragmode=False,
+            height=440, margin=dict(l=8, r=8, t=30, b=8), dragmode=False, autosize=True,
             plot_bgcolor="white", showlegend=False, hovermode="closest", annotations=titles, images=images,
-            xaxis=dict(axis, domain=[0.51, 1.0]), yaxis=dict(axis, scaleanchor="x", autorange="reversed"),
-            xaxis2=dict(axis, domain=[0.0, 0.49]), yaxis2=dict(axis, scaleanchor="x2", autorange="reversed",
-                                                              anchor="x2")))
+            # In a cell narrower than planned the pictures shrink toward the titles (the spare height goes below).
+            xaxis=dict(axis, domain=[0.51, 1.0]),
+            yaxis=dict(axis, scaleanchor="x", autorange="reversed", constraintoward="top"),
+            xaxis2=dict(axis, domain=[0.0, 0.49]),
+            yaxis2=dict(axis, scaleanchor="x2", autorange="reversed", anchor="x2", constraintoward="top")))
+        fig._config = dict(PLOT_CONFIG)
         for index, panel in ((T_CATCH, "sam"), (H_HEAT, "heat")):
             fig.data[index].on_click(lambda trace, points, state, panel=panel: points.point_inds and self.click(
                 points.xs[0], points.ys[0], panel, alt=bool(state and state.alt), shift=bool(state and state.shift)))
@@ -257,13 +300,16 @@ class SamView:
                                line=dict(color="white", width=2)))
         return shapes
 
-    def _display_mask(self, mask: np.ndarray) -> tuple[np.ndarray, float]:
-        """The mask at the size the image is sent at: (bool [h, w], image pixels per sent pixel)."""
+    def _display_mask(self, mask: np.ndarray, labelled: bool = False) -> tuple[np.ndarray, float]:
+        """The mask at the size the image is sent at: (bool [h, w], or uint8 [h, w] instance numbers
+        with ``labelled``; image pixels per sent pixel)."""
         height, width = mask.shape
         shrink = max(1.0, max(height, width) / self.image_side)
         size = (max(1, round(width / shrink)), max(1, round(height / shrink)))
         if size == (width, height):
             return mask, 1.0
+        if labelled:
+            return np.asarray(Image.fromarray(mask, mode="L").resize(size, Image.NEAREST)), width / size[0]
         small = Image.fromarray(mask.astype(np.uint8) * 255, mode="L").resize(size, Image.NEAREST)
         return np.asarray(small) > 127, width / size[0]
 
@@ -281,10 +327,10 @@ def _has_z(trace: go.Heatmap) -> bool:
     return trace.z is not None and len(trace.z) > 0
 
 
-def _png_uri(mask: np.ndarray, color: str) -> str:
-    """A two-colour palette PNG (transparent, ``color``) as a data URI: small and fast to encode."""
+def _png_uri(mask: np.ndarray, *colors: str) -> str:
+    """A palette PNG (0 transparent, k the k-th of ``colors``) as a data URI: small and fast to encode."""
     image = Image.fromarray(mask.astype(np.uint8), mode="P")
-    image.putpalette([0, 0, 0, *(round(c * 255) for c in to_rgb(color))])
+    image.putpalette([0, 0, 0, *(round(c * 255) for color in colors for c in to_rgb(color))])
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", transparency=0, compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -294,6 +340,12 @@ def _decode_mask(uri: str) -> np.ndarray:
     """bool [h, w]: the opaque pixels of a mask PNG sent to the browser."""
     png = base64.b64decode(uri.split(",", 1)[1])
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))[..., 3] > 0
+
+
+def _decode_labels(uri: str) -> np.ndarray:
+    """uint8 [h, w]: the palette index of each pixel of a mask PNG sent to the browser (0: transparent)."""
+    png = base64.b64decode(uri.split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(png)))
 
 
 def _outline_path(mask: np.ndarray, scale: float) -> str:

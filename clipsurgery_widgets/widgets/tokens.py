@@ -2,7 +2,9 @@
 
 The controller: public settings as traits (one validation rule, see :mod:`.state`), the engine call
 as the named job "explain", and the routes of chip and image clicks. Drawing is in
-:mod:`.tokens_view`, the controls in :mod:`.tokens_controls`.
+:mod:`.tokens_view`, the controls in :mod:`.tokens_controls`. The widget shows one chip per word
+(``TokenAttribution.by_word``: a word's scores are the mean of its BPE pieces'), and its indices
+(``selected_token``, a chip's ``"token"``) count those words, 0 being the start token.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from ..engine.attribution import (SCORE_SOURCES, RegionRanking, TokenAttribution
 from ..engine.errors import TextInputError
 from ..engine.explainer import Explainer
 from ..engine.text.captions import tokenize_caption
+from ..figures.layout import Layout, apply_layout
 from ..figures.style import DEFAULT_CMAP, DEFAULT_OPACITY
 from ..figures.tokens import MARKINGS, token_figure
 from .base import ExplorerWidget
@@ -34,12 +37,14 @@ _NO_TOKENS = "No tokens yet: set an image and a caption first (and wait for them
 
 
 class TokenExplorer(ExplorerWidget):
-    """Type a caption; see how much each of its tokens matches the image, and where.
+    """Type a caption; see how much each of its words matches the image, and where.
 
-    The caption's tokens appear as chips coloured by their score (the paper's top three in red,
-    yellow and cyan, or every token on a colour scale; the score shows on hover), next to the
-    image's heat map of the whole caption. Click a chip to see that token's map; click the image
-    to rank the tokens at that patch; "whole caption" goes back.
+    The caption's words appear as chips coloured by their score (the paper's top three in red,
+    yellow and cyan, or every word on a colour scale; the score, the word's BPE pieces and its rank
+    show on hover), next to the image's heat map of the whole caption. A word of several BPE
+    pieces ("whis" + "kers") is one chip whose score and map are the mean of its pieces'. Click a
+    chip to see that word's map; click the image to rank the words at that patch ("back to
+    whole-image ranking" undoes that); "whole caption" goes back to the caption's map and ranking.
 
     Args:
         explainer: an ``engine.Explainer`` (or a LoadedModel / model name, wrapped in one).
@@ -57,8 +62,9 @@ class TokenExplorer(ExplorerWidget):
     size = InputSize(224, help="Model input size: an int S or (H, W), whole patches (like the engine).")
     depth = Integer(6, low=1, help="Surgery depth: 1 to the ViT's number of blocks (a ResNet ignores it).")
     heat_side = Integer(200, low=1, help="Heat maps are sent at about this many pixels on the long side.")
-    selected_token = Integer(None, low=0, allow_none=True, help="Token whose map is shown; None: the caption's.")
-    point = traitlets.Any(None, allow_none=True, help="Clicked image pixel (x, y) where tokens are ranked, or None.")
+    selected_token = Integer(None, low=0, allow_none=True,
+                             help="Word (chip) whose map is shown, by index (0 = start token); None: the caption's.")
+    point = traitlets.Any(None, allow_none=True, help="Clicked image pixel (x, y) where words are ranked, or None.")
 
     def __init__(self, explainer: Any, image: Any = None, caption: str | None = None, *, score: str = "global",
                  include_special: bool = False, include_punctuation: bool = True, marking: str = "top3",
@@ -82,7 +88,7 @@ class TokenExplorer(ExplorerWidget):
         self.controls = build_controls(self.caption, self._blocks, self.depth)
         self._wire()
         self.children = arrange(self.controls, self._status_html, self._error_html, self.view.chips_box,
-                                self.view.info, self.view.panel.fig)
+                                self.view.info, self.view.panel.fig, self.view.reranked)
         if image is not None:
             self.image = image
         else:
@@ -90,22 +96,11 @@ class TokenExplorer(ExplorerWidget):
 
     # --- validation beyond each trait's own rule -----------------------------------------------
 
-
-
     @traitlets.validate("caption")
     def _valid_caption(self, proposal: dict) -> str:
         """A caption the engine can tokenize ("" means none yet); checked here so that a refused one
         leaves the widget as it was instead of starting a request that can only fail."""
-        value = proposal["value"]
-        if value:
-            model = self.explainer.model
-            try:
-                with warnings.catch_warnings():  # truncation is reported in the status line instead
-                    warnings.simplefilter("ignore", UserWarning)
-                    tokenize_caption(model.tokenizer, value, model.context_length)
-            except TextInputError as exc:
-                raise InvalidStateError(f"{type(self).__name__}.caption = {value!r} is not valid: {exc}") from None
-        return value
+        return _tokenizable(self, proposal["value"])
 
     @traitlets.validate("depth")
     def _valid_depth(self, proposal: dict) -> int:
@@ -120,40 +115,31 @@ class TokenExplorer(ExplorerWidget):
         if a is None:
             raise InvalidStateError(_NO_TOKENS)
         if proposal["value"] >= len(a.tokens):
+            last = len(a.tokens) - 1
             raise invalid(self, "selected_token", proposal["value"],
-                          f"None or a token index from 0 to {len(a.tokens) - 1} (0 = start, {len(a.tokens) - 1} = end)")
+                          f"None or a word index from 0 to {last} (0 = start, {last} = end; a chip's \"token\")")
         return proposal["value"]
 
     @traitlets.validate("point")
     def _valid_point(self, proposal: dict) -> tuple[float, float]:
-        value = proposal["value"]
-        if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(_finite(v) for v in value)):
-            raise invalid(self, "point", value, "None or an image pixel (x, y)")
-        if self._attribution is None:
-            raise InvalidStateError(_NO_TOKENS)
-        x, y = float(value[0]), float(value[1])
-        try:
-            self._attribution.patch_at(x, y)
-        except ValueError as exc:
-            raise InvalidStateError(f"{type(self).__name__}.point = {value!r} is not valid: {exc} "
-                                    f"Pick a pixel inside the image.") from None
-        return x, y
+        return _image_pixel(self, proposal["value"])
 
     # --- Python API --------------------------------------------------------------------------
 
     @property
     def attribution(self) -> TokenAttribution | None:
-        """The TokenAttribution on screen (None before the first one arrives)."""
+        """The TokenAttribution on screen, by word (``TokenAttribution.by_word``; None before the first)."""
         return self._attribution
 
     @property
     def region(self) -> RegionRanking | None:
-        """The tokens' ranking at the clicked point, or None."""
+        """The words' ranking at the clicked point, or None."""
         return self._region
 
     @property
     def chips(self) -> list[dict]:
-        """The chips on screen: token index, text, tooltip, score, rank (1 = best), colour (None: unmarked)."""
+        """The chips on screen, one per word: "token" (the word's index), text, tooltip, score, rank
+        (1 = best), colour (None: unmarked), selected, pieces (its BPE pieces), tokens (their indices)."""
         return self.view.chips
 
     @property
@@ -180,12 +166,12 @@ class TokenExplorer(ExplorerWidget):
         return self.view.panel.fig
 
     def select_token(self, token: int | None) -> None:
-        """Wait for pending work, then show token ``token``'s map; None shows the caption's map."""
+        """Wait for pending work, then show word ``token``'s map (a chip's "token"); None: the caption's."""
         self.wait(self.display_timeout)
         self.selected_token = token
 
     def click_chip(self, position: int) -> None:
-        """What clicking the ``position``-th chip on screen does: show its token's map (a second
+        """What clicking the ``position``-th chip on screen does: show its word's map (a second
         click on the selected chip goes back to the caption's map)."""
         with self._lock:
             chips = self.view.chips
@@ -195,7 +181,7 @@ class TokenExplorer(ExplorerWidget):
             self.selected_token = None if token == self.selected_token else token
 
     def click(self, x: float, y: float, wait: bool = True) -> RegionRanking:
-        """What a click at image pixel (x, y) does: rank the tokens at the patch under it.
+        """What a click at image pixel (x, y) does: rank the words at the patch under it.
 
         Waits for pending work first unless ``wait`` is False (the real click handler acts on
         the view on screen, as a person does).
@@ -212,25 +198,33 @@ class TokenExplorer(ExplorerWidget):
             return self._region
 
     def reset(self) -> None:
-        """Back to the whole caption: its map, and the tokens ranked over the whole image."""
+        """Back to the whole caption: its map, and the words ranked over the whole image."""
         with self._lock, self._hold():
             self.selected_token = None
             self.point = None
 
-    def figure(self, pairs: Sequence[tuple[Any, str]] | None = None, ncols: int = 3):
+    def unrank(self) -> None:
+        """What "back to whole-image ranking" does: rank the words over the whole image again (the
+        map shown stays)."""
+        with self._lock:
+            self.point = None
+
+    def figure(self, pairs: Sequence[tuple[Any, str]] | None = None, ncols: int = 3, layout: Layout = None):
         """A static figure in the style of the paper: caption with marked tokens above the heat map.
 
         Without arguments: the current view. With ``pairs`` [(image, caption), ...]: one panel per
-        pair, explained with the widget's settings, ``ncols`` per row.
+        pair, explained with the widget's settings, ``ncols`` per row. ``layout``: a size preset
+        ("column", "page", inches), as for every widget's ``figure()``.
         """
         if pairs is None:
-            return super().figure()
+            return super().figure(layout=layout)
         items = []
         for image, caption in pairs:
             rgb = self.explainer.prepare_image(image)
             items.append((rgb, token_attributions(self.explainer, rgb, caption, self.score, self.include_special,
-                                                  self.include_punctuation, self.size, self.depth)))
-        return token_figure(items, ncols=ncols, marking=self.marking, cmap=self.cmap, opacity=self.opacity)
+                                                  self.include_punctuation, self.size, self.depth).by_word()))
+        return apply_layout(token_figure(items, ncols=ncols, marking=self.marking, cmap=self.cmap,
+                                         opacity=self.opacity), layout)
 
     # --- wiring ------------------------------------------------------------------------------
 
@@ -254,6 +248,7 @@ class TokenExplorer(ExplorerWidget):
                      names=["marking", "cmap", "opacity", "heat_side", "selected_token", "point"])
         c["upload"].observe(self._guarded(self._on_upload, "reading the uploaded image"), names="value")
         c["whole"].on_click(self._guarded(lambda button: self.reset(), "showing the caption's map"))
+        self.view.unrank.on_click(self._guarded(lambda button: self.unrank(), "ranking over the whole image"))
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -279,14 +274,15 @@ class TokenExplorer(ExplorerWidget):
         def work(job: Job) -> TokenAttribution:
             with warnings.catch_warnings():  # truncation is reported in the status line instead
                 warnings.simplefilter("ignore", UserWarning)
-                return token_attributions(self.explainer, rgb, caption, score, special, punctuation, size, depth)
+                return token_attributions(self.explainer, rgb, caption, score, special, punctuation, size,
+                                          depth).by_word()
 
         self.submit("explain", work, self._apply, busy_text=f"Explaining the caption at {size_label(size)} px…",
                     doing="explaining the caption", done_text=_done_text)
 
     def _apply(self, attribution: TokenAttribution) -> None:
         previous = self._attribution
-        same_caption = previous is not None and np.array_equal(previous.tokens.ids, attribution.tokens.ids)
+        same_caption = previous is not None and previous.caption == attribution.caption
         with self._hold():
             # The options may have changed while this was computed: apply the current ones.
             self._attribution = attribution.with_options(self.score, self.include_special, self.include_punctuation)
@@ -334,13 +330,42 @@ class TokenExplorer(ExplorerWidget):
                             tokens=[self.selected_token], regions=[self._region])
 
 
+def _image_pixel(widget: TokenExplorer, value: Any) -> tuple[float, float]:
+    """``value`` as an (x, y) pixel inside the attribution's image, else InvalidStateError."""
+    if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(_finite(v) for v in value)):
+        raise invalid(widget, "point", value, "None or an image pixel (x, y)")
+    if widget.attribution is None:
+        raise InvalidStateError(_NO_TOKENS)
+    x, y = float(value[0]), float(value[1])
+    try:
+        widget.attribution.patch_at(x, y)
+    except ValueError as exc:
+        raise InvalidStateError(f"{type(widget).__name__}.point = {value!r} is not valid: {exc} "
+                                f"Pick a pixel inside the image.") from None
+    return x, y
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _tokenizable(widget: TokenExplorer, value: str) -> str:
+    """``value`` if the engine can tokenize it ("" means no caption yet), else InvalidStateError."""
+    if value:
+        model = widget.explainer.model
+        try:
+            with warnings.catch_warnings():  # truncation is reported in the status line instead
+                warnings.simplefilter("ignore", UserWarning)
+                tokenize_caption(model.tokenizer, value, model.context_length)
+        except TextInputError as exc:
+            raise InvalidStateError(f"{type(widget).__name__}.caption = {value!r} is not valid: {exc}") from None
+    return value
+
+
 def _done_text(attribution: TokenAttribution, seconds: float) -> str:
-    shown = int(attribution.shown.sum())
-    text = f"{shown} tokens shown of {len(attribution.tokens)}, grid {attribution.grid[0]}x{attribution.grid[1]}"
+    """The status line once the words are in (``attribution`` by word)."""
+    shown, pieces = int(attribution.shown.sum()), len(attribution.tokens.tokens)
+    text = f"{shown} words shown ({pieces} BPE tokens with start/end), grid {attribution.grid[0]}x{attribution.grid[1]}"
     if attribution.tokens.dropped:
         text += f" · caption truncated: {attribution.tokens.dropped} tokens dropped"
     return f"{text} · {seconds:.2f} s"

@@ -40,13 +40,18 @@ def build_controls(caption: str, blocks: int | None, depth: int) -> dict[str, wi
                                 placeholder="type a caption and press Enter, e.g. a cat lying on a sofa",
                                 layout=widgets.Layout(flex="1 1 420px")),
         "upload": widgets.FileUpload(accept="image/*", multiple=False, description="Image…"),
-        "score": widgets.ToggleButtons(options=SCORES, tooltips=["score at the image's global token",
-                                                                 "highest score over the patches"],
-                                       style={"button_width": "140px"}),
+        "score": widgets.ToggleButtons(options=SCORES, description="Word score",
+                                       tooltips=["a word's score is its score at the image's global token",
+                                                 "a word's score is its highest score over the image's patches"],
+                                       style={"button_width": "140px", **_WIDE}),
         "special": widgets.Checkbox(description="start/end tokens", indent=False,
                                     layout=widgets.Layout(width="auto")),
         "punctuation": widgets.Checkbox(description="punctuation", indent=False, layout=widgets.Layout(width="auto")),
-        "marking": widgets.ToggleButtons(options=MARKINGS, style={"button_width": "105px"}),
+        "marking": widgets.ToggleButtons(options=MARKINGS, description="Chip colours",
+                                         tooltips=["colour the three best words red, yellow and cyan, as in the "
+                                                   "paper (the others stay grey)",
+                                                   "colour every word by its score on the colour map (Colours)"],
+                                         style={"button_width": "105px", **_WIDE}),
         "cmap": widgets.Dropdown(options=[(c, c) for c in CMAPS], description="Colours", style=_WIDE,
                                  layout=widgets.Layout(width="160px")),
         "opacity": widgets.FloatSlider(min=0.0, max=1.0, step=0.05, description="Opacity", style=_WIDE,
@@ -66,11 +71,17 @@ def build_controls(caption: str, blocks: int | None, depth: int) -> dict[str, wi
 
 
 def arrange(controls: dict[str, widgets.Widget], status: widgets.Widget, error: widgets.Widget,
-            chips: widgets.Widget, info: widgets.Widget, plot: widgets.Widget) -> list[widgets.Widget]:
-    """The widget's rows: caption, toggles, display settings, status and error, then chips beside the map."""
+            chips: widgets.Widget, info: widgets.Widget, plot: widgets.Widget,
+            reranked: widgets.Widget) -> list[widgets.Widget]:
+    """The widget's rows: caption, toggles, display settings, status and error, then chips beside the map.
+
+    The chips and the map share a row when the cell is wide enough (about 800 px) and stack
+    otherwise; the map's box stretches its figure, which has no fixed width, to the box's width.
+    """
     wrap = widgets.Layout(flex_flow="row wrap", align_items="center")
-    left = widgets.VBox([chips, info, controls["whole"]], layout=widgets.Layout(flex="1 1 320px", min_width="260px"))
-    right = widgets.Box([plot], layout=widgets.Layout(flex="1 1 440px", min_width="300px"))
+    left = widgets.VBox([reranked, chips, info, controls["whole"]],
+                        layout=widgets.Layout(flex="1 1 320px", min_width="260px", max_width="100%"))
+    right = widgets.VBox([plot], layout=widgets.Layout(flex="1 1 440px", min_width="300px", max_width="100%"))
     right.add_class("csw-view")
     right.add_class("csw-plot")
     return [

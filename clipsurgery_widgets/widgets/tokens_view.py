@@ -1,7 +1,9 @@
-"""The TokenExplorer's view: the caption's tokens as coloured chips, a note on the best ones, and the map.
+"""The TokenExplorer's view: the caption's words as coloured chips, a note on the best ones, and the map.
 
-It draws what the controller hands it (an engine TokenAttribution, the ranking in use, the
-selected token, the clicked point) and reports what is on screen with :meth:`TokenView.describe`.
+It draws what the controller hands it (an engine TokenAttribution by word, see
+``TokenAttribution.by_word``; the ranking in use; the selected word; the clicked point) and reports
+what is on screen with :meth:`TokenView.describe`. One chip per word: its BPE pieces and the rule
+that makes its score (the mean of its pieces') are in the chip's tooltip.
 Every caption-derived string reaches the page as text: chips are button labels and tooltips (DOM
 text and attributes), the note is HTML-escaped and the map title goes through :func:`~.plotting.plotly_text`.
 """
@@ -15,19 +17,41 @@ import numpy as np
 
 from ..engine.attribution import RegionRanking, TokenAttribution
 from ..engine.regions import display_step, patch_value_image
+from ..engine.text.captions import CaptionWords
 from ..figures.style import UNMARKED_COLOR
 from ..figures.tokens import text_color, token_colors
-from .plotting import HEAT_TRACE, PanelFigure, plotly_colorscale, plotly_text, subsample
+from .plotting import HEAT_TRACE, MODEBAR_ROOM, PanelFigure, plotly_colorscale, plotly_text, subsample
 
 SOURCES = {"global": "score at the global token", "max": "max over patches"}
-_HOVER = "normalised %{z:.3f}<br>raw score %{customdata:.4f}<br>x %{x}, y %{y}<extra></extra>"
+_HOVER = "%s<br>normalised %%{z:.3f}<br>raw score %%{customdata:.4f}<br>x %%{x}, y %%{y}<extra></extra>"
+#: how a word's score is made from its BPE pieces' scores (chip tooltips say it too).
+WORD_SCORE = "mean of its BPE pieces' scores"
 
 
 def heat_title(attribution: TokenAttribution | None, token: int | None) -> str:
-    """What the map shows, as plain text: the whole caption's map or one token's."""
+    """What the map shows, as plain text: the whole caption's map or one word's."""
     if token is None or attribution is None:
         return "Map of the whole caption"
-    return f"Map of token “{attribution.tokens.texts[token]}”"
+    return f"Map of “{attribution.tokens.texts[token]}”{_pieces_note(attribution, token)}"
+
+
+def map_name(attribution: TokenAttribution | None, token: int | None) -> str:
+    """Plain text naming whose map is shown, for its hover label: the caption or one word."""
+    if token is None or attribution is None:
+        return "whole caption"
+    return f"“{attribution.tokens.texts[token]}”{_pieces_note(attribution, token)}"
+
+
+def _pieces_note(a: TokenAttribution, token: int) -> str:
+    count = len(_pieces(a, token))
+    return f" (mean of {count} BPE pieces)" if count > 1 else ""
+
+
+def chip_tooltip(a: TokenAttribution, token: int, score: float, where: str, rank: int, count: int) -> str:
+    """A chip's hover text: the word, its BPE pieces, its score (and how it is made) and its rank."""
+    text, parts = a.tokens.texts[token], _pieces(a, token)
+    made = (f"BPE pieces: {' · '.join(parts)}; score = {WORD_SCORE}" if len(parts) > 1 else "one BPE piece")
+    return f"{text} ({made})\nscore {score:+.4f} {where}, rank {rank} of {count}"
 
 
 class TokenView:
@@ -40,8 +64,19 @@ class TokenView:
 
     def __init__(self, on_chip: Callable[[int], None], on_image_click: Callable[[int, float, float], None]):
         self._on_chip = on_chip
-        self.panel = PanelFigure(1, on_click=on_image_click)
-        self.panel.arrange(1, 1, height=420, right_margin=70)
+        self.panel = PanelFigure(1, on_click=on_image_click, top_margin=MODEBAR_ROOM)  # toolbar above the title
+        self.panel.arrange(1, 1, height=420, width=None, right_margin=70)  # no width: follows its column
+        # Shown while the chips are ranked at a clicked patch: says so, with the way back.
+        self.reranked_note = widgets.HTML()
+        self.reranked_note.add_class("csw-reranked-note")
+        self.unrank = widgets.Button(description="back to whole-image ranking", icon="undo",
+                                     tooltip="rank the words over the whole image again (keeps the map shown)",
+                                     layout=widgets.Layout(width="auto"))
+        self.unrank.add_class("csw-unrank")
+        self.reranked = widgets.HBox([self.reranked_note, self.unrank],
+                                     layout=widgets.Layout(flex_flow="row wrap", align_items="center",
+                                                           display="none"))
+        self.reranked.add_class("csw-reranked")
         self.chips_box = widgets.Box(layout=widgets.Layout(flex_flow="row wrap", align_items="center", width="100%",
                                                            min_height="34px"))
         self.chips_box.add_class("csw-chips")
@@ -54,6 +89,7 @@ class TokenView:
         self._version = 0
         self._heat_key: object = None
         self._map_token: int | None = None
+        self._reranked_text: str | None = None
 
     # --- drawing -----------------------------------------------------------------------------
 
@@ -65,8 +101,9 @@ class TokenView:
 
     def show_chips(self, attribution: TokenAttribution | None, region: RegionRanking | None, selected: int | None,
                    point: tuple[float, float] | None, marking: str, cmap: str) -> None:
-        """The shown tokens as chips coloured by ``region``'s ranking (or the attribution's), and the note."""
+        """The shown words as chips coloured by ``region``'s ranking (or the attribution's), and the notes."""
         self._selected = selected
+        self._show_reranked(attribution, point)
         if attribution is None:
             self._chips = []
             self.chips_box.children = ()
@@ -83,7 +120,7 @@ class TokenView:
         chips = []
         for position, token in enumerate(visible):
             text, color, rank = a.tokens.texts[token], colors[token], ranks[token]
-            tooltip = f"{text}: score {scores[token]:+.4f} {where}, rank {rank} of {len(order)}"
+            tooltip = chip_tooltip(a, token, float(scores[token]), where, rank, len(order))
             chip = self._pool[position]
             first_piece = bool(a.tokens.space_before[token]) or a.tokens.is_special[token] or position == 0
             chip.description = text  # a DOM text node, not HTML: the caption's characters as typed
@@ -94,7 +131,8 @@ class TokenView:
             chip.layout.margin = f"2px 0px 2px {'6px' if first_piece else '0px'}"
             chip.layout.border = "2px solid #222" if token == selected else "2px solid transparent"
             chips.append(dict(token=token, text=text, tooltip=tooltip, color=color, score=float(scores[token]),
-                              rank=rank, selected=token == selected))
+                              rank=rank, selected=token == selected, pieces=list(_pieces(a, token)),
+                              tokens=list(_members(a, token))))
         self._chips = chips
         self.chips_box.children = tuple(self._pool[:len(visible)])
         self.info.value = _note(a, scores, order, colors, point)
@@ -114,7 +152,7 @@ class TokenView:
                 values = a.caption_patch_scores if token is None else a.patch_scores[:, token]
                 self.panel.set_heat(0, key, subsample(heat, step), step,
                                     customdata=patch_value_image(values, a.grid, a.image_size, step),
-                                    hovertemplate=_HOVER)
+                                    hovertemplate=_HOVER % plotly_text(map_name(a, token)))
                 self._heat_key, self._map_token = key, token
             self.show_style(cmap, opacity)
             self.panel.set_titles([plotly_text(heat_title(a, token))])  # plotly reads markup and templates
@@ -124,6 +162,19 @@ class TokenView:
 
     def show_marker(self, point: tuple[float, float] | None) -> None:
         self.panel.set_marker(point)
+
+    def _show_reranked(self, a: TokenAttribution | None, point: tuple[float, float] | None) -> None:
+        """The line that says the chips are ranked at a clicked patch (hidden otherwise)."""
+        if a is None or point is None:
+            self._reranked_text = None
+            self.reranked_note.value = ""
+            self.reranked.layout.display = "none"
+            return
+        row, col = divmod(a.patch_at(*point), a.grid[1])
+        self._reranked_text = (f"Words ranked at the clicked patch (row {row}, col {col}), "
+                               f"not over the whole image.")
+        self.reranked_note.value = f'<span style="color:#8a5a00">{html.escape(self._reranked_text)}</span>'
+        self.reranked.layout.display = None
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -141,17 +192,21 @@ class TokenView:
         """What is on screen, as plain values (tests read this, never plotly traces).
 
         The image panel's description (:meth:`PanelFigure.describe`: titles as sent, marker,
-        colour scale, opacity...) plus chips: [{token, text, tooltip, score, rank, color,
-        selected}]; chip_texts; selected: the selected token or None; map_token: whose map is
-        drawn (None: the caption's); heat_values: the map values sent (float [h, w]) or None;
-        info: the note's HTML as sent.
+        colour scale, opacity...) plus chips: [{token, text, tooltip, score, rank, color, selected,
+        pieces, tokens}] (one per word: ``token`` is the word's index, ``pieces`` its BPE pieces'
+        texts, ``tokens`` their token indices); chip_texts; selected: the selected word or None;
+        map_token: whose map is drawn (None: the caption's); heat_values: the map values sent
+        (float [h, w]) or None; hover: the map's hover template as sent; info: the note's HTML as
+        sent; reranked: the "ranked at the clicked patch" line as plain text, None when hidden
+        (its button, ``unrank``, goes back to the whole-image ranking).
         """
         out = self.panel.describe()
-        z = self.panel.trace(0, HEAT_TRACE).z
+        heat = self.panel.trace(0, HEAT_TRACE)
+        z = heat.z
         out.update(chips=self.chips, chip_texts=[c["text"] for c in self._chips], selected=self._selected,
                    map_token=self._map_token if self._heat_key is not None else None,
                    heat_values=np.array(z, dtype=np.float64) if z is not None and len(z) else None,
-                   info=self.info.value)
+                   hover=heat.hovertemplate, info=self.info.value, reranked=self._reranked_text)
         return out
 
     def _new_chip(self, position: int) -> widgets.Button:
@@ -161,10 +216,21 @@ class TokenView:
         return chip
 
 
+def _pieces(a: TokenAttribution, token: int) -> tuple[str, ...]:
+    """The BPE pieces' texts of a unit (a by-word attribution's word; a token-level one's token)."""
+    if isinstance(a.tokens, CaptionWords):
+        return a.tokens.pieces[token]
+    return (a.tokens.texts[token],)
+
+
+def _members(a: TokenAttribution, token: int) -> tuple[int, ...]:
+    return a.tokens.members[token] if isinstance(a.tokens, CaptionWords) else (token,)
+
+
 def _note(a: TokenAttribution, scores: np.ndarray, order: np.ndarray, colors: list, point) -> str:
     """HTML: the best three tokens with their scores, how to use the view, and any truncation."""
     if len(order) == 0:
-        return '<div style="color:#777">No tokens left to show: turn on punctuation or start/end tokens.</div>'
+        return '<div style="color:#777">No words left to show: turn on punctuation or start/end tokens.</div>'
     if point is not None:
         row, col = divmod(a.patch_at(*point), a.grid[1])
         place = f"at patch (row {row}, col {col})"
@@ -178,6 +244,6 @@ def _note(a: TokenAttribution, scores: np.ndarray, order: np.ndarray, colors: li
                      f'{html.escape(a.tokens.texts[token])}</span> {scores[token]:+.3f}</span>')
     dropped = (f'<div style="color:#a66">Caption too long: the last {a.tokens.dropped} tokens were dropped '
                f'(the text context holds 77).</div>' if a.tokens.dropped else "")
-    return (f'<div style="font-size:0.9em;margin:4px 0">Best tokens {html.escape(place)}: '
-            f'{" · ".join(items)}<br><span style="color:#777">Click a token for its map; click the image '
-            f'to rank the tokens there.</span></div>{dropped}')
+    return (f'<div style="font-size:0.9em;margin:4px 0">Best words {html.escape(place)}: '
+            f'{" · ".join(items)}<br><span style="color:#777">Click a word for its map; click the image '
+            f'to rank the words there. Hover a word for its BPE pieces and score.</span></div>{dropped}')

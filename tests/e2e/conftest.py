@@ -9,6 +9,7 @@ Screenshots go to test-artifacts/ (git-ignored).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -85,6 +86,10 @@ def _lab_environment(base: Path) -> dict[str, str]:
     news = base / "settings" / "@jupyterlab" / "apputils-extension"
     news.mkdir(parents=True, exist_ok=True)
     (news / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
+    # Every cell stays in the page (Lab 4 otherwise detaches cells scrolled far away, and their widgets).
+    tracker = base / "settings" / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True, exist_ok=True)
+    (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
     # $CLIPSURGERY_E2E_MODEL picks another model for a measurement run (e.g. "ViT-B-16:none").
     env.update(CLIPSURGERY_MODEL=E2E_MODEL, CLIPSURGERY_SAM="tiny", HF_HUB_OFFLINE="1")
     env.pop("MPLBACKEND", None)
@@ -124,18 +129,20 @@ def _stop(proc: subprocess.Popen) -> None:
         pass
 
 
-@pytest.fixture(scope="session")
-def lab_server(chromium_path, tmp_path_factory) -> LabServer:
-    base = tmp_path_factory.mktemp("jupyterlab")
+@contextlib.contextmanager
+def running_server(app: str, base: Path, server_class: type = LabServer, *extra_args: str):
+    """A private Jupyter server (``app``: "jupyterlab" or "notebook") serving a copy of notebooks/.
+
+    Own config/data/runtime dirs under ``base``, loopback, a random token; stopped by its PID.
+    """
     root = base / "root"
     shutil.copytree(REPO / "notebooks", root / "notebooks")
     env = _lab_environment(base)
     port, token = _free_port(), secrets.token_hex(16)
-    log = base / "jupyterlab.log"
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-               f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
-               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-               "--ServerApp.open_browser=False"]
+    log = base / f"{app}.log"
+    command = [sys.executable, "-m", app, "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+               f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False",
+               *extra_args]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")
     with open(log, "wb") as out:
@@ -144,9 +151,16 @@ def lab_server(chromium_path, tmp_path_factory) -> LabServer:
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_until_up(url, token, proc, log)
-        yield LabServer(url=url, token=token, root=root, pid=proc.pid, log=log)
+        yield server_class(url=url, token=token, root=root, pid=proc.pid, log=log)
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def lab_server(chromium_path, tmp_path_factory) -> LabServer:
+    with running_server("jupyterlab", tmp_path_factory.mktemp("jupyterlab"), LabServer,
+                        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -283,6 +297,17 @@ class Lab:
     def screenshot(self, name: str, full_page: bool = True) -> Path:
         return save_screenshot(self.page, name, full_page)
 
+    def save(self) -> None:
+        """Save the open notebook (a reloaded page reads it from disk), as a person would: Ctrl+S.
+
+        The first cell is selected by its input prompt, not its middle, where a widget's plot may
+        sit and would take the click.
+        """
+        self.page.locator(f"{NOTEBOOK} .jp-Cell .jp-InputArea-prompt").first.click()
+        self.page.keyboard.press("Escape")
+        self.page.keyboard.press("Control+s")
+        self.page.wait_for_function("() => !document.querySelector('.jp-mod-dirty')", timeout=30_000)
+
 
 def _finished(prompt: str) -> bool:
     return prompt.startswith("[") and prompt[1:].split("]")[0].strip().isdigit()
@@ -290,8 +315,25 @@ def _finished(prompt: str) -> bool:
 
 @pytest.fixture
 def lab(page, lab_server) -> Lab:
-    """Helpers bound to this test's page and the session's JupyterLab server."""
-    return Lab(page, lab_server)
+    """Helpers bound to this test's page and the session's JupyterLab server.
+
+    After the test its kernels are shut down: each holds a model and about 1 GB, and the tests
+    after it should not share the two cores with kernels nobody looks at any more.
+    """
+    yield Lab(page, lab_server)
+    shut_down_kernels(lab_server.url, lab_server.token)
+
+
+def shut_down_kernels(url: str, token: str) -> None:
+    """Shut down every kernel of the server at ``url`` (best effort: a test's result does not depend on it)."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/kernels?token={token}", timeout=10) as response:
+            kernels = json.loads(response.read())
+        for kernel in kernels:
+            request = urllib.request.Request(f"{url}/api/kernels/{kernel['id']}?token={token}", method="DELETE")
+            urllib.request.urlopen(request, timeout=30).close()
+    except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+        pass
 
 
 def hover_over(page, box: dict, fx: float, fy: float, attempts: int = 5, wait_ms: float = 4_000):
@@ -311,3 +353,142 @@ def hover_over(page, box: dict, fx: float, fy: float, attempts: int = 5, wait_ms
         except Exception:  # noqa: BLE001 - playwright's TimeoutError: try again from elsewhere
             continue
     raise AssertionError(f"no hover label at ({x:.0f}, {y:.0f}) after {attempts} attempts")
+
+
+def write_notebook(server: LabServer, name: str, cells: list[str]) -> str:
+    """Write a notebook of code cells (no outputs) into the server's root; return its path for Lab.open."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = server.root / "generated" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return f"generated/{name}"
+
+
+# A summary of what each plotly plot inside an element holds, for comparing two moments (e.g. before and
+# after a page reload): per trace its type, visibility, name, number of values and the sum of its z (or y),
+# per layout the annotation texts, shapes, images and title; plus the values of the element's controls
+# and texts outside the plots. Call as page.evaluate(PLOT_STATE_JS, selector).
+PLOT_STATE_JS = r"""(selector) => {
+    const root = document.querySelector(selector);
+    if (!root) return null;
+    const decode = (spec) => {  // plotly's base64 typed-array spec {dtype, bdata, shape}
+        const bytes = Uint8Array.from(atob(spec.bdata), c => c.charCodeAt(0));
+        const kinds = {f4: Float32Array, f8: Float64Array, i1: Int8Array, u1: Uint8Array, i2: Int16Array,
+                       u2: Uint16Array, i4: Int32Array, u4: Uint32Array};
+        const Kind = kinds[spec.dtype.replace(/[<>|=]/, '')] || Uint8Array;
+        return new Kind(bytes.buffer);
+    };
+    const summary = (v) => {  // [count, sum] of the finite numbers in v (nested arrays, typed arrays)
+        if (v === null || v === undefined) return [0, 0];
+        if (typeof v === 'number') return Number.isFinite(v) ? [1, v] : [1, 0];
+        if (typeof v === 'string' || typeof v === 'boolean') return [1, 0];
+        if (v.bdata !== undefined && v.dtype !== undefined) return summary(decode(v));
+        if (ArrayBuffer.isView(v) || Array.isArray(v)) {
+            let n = 0, s = 0;
+            for (const x of v) { const [a, b] = summary(x); n += a; s += b; }
+            return [n, s];
+        }
+        return [0, 0];
+    };
+    const round = (x) => Math.round(x * 1000) / 1000;
+    const plots = Array.from(root.querySelectorAll('.js-plotly-plot')).map((gd) => {
+        const layout = gd.layout || {};
+        return {
+            traces: (gd.data || []).map((t) => {
+                const [n, s] = summary(t.z !== undefined ? t.z : t.y);
+                return {type: t.type || 'scatter', visible: t.visible === undefined ? true : t.visible,
+                        name: t.name || '', n: n, sum: round(s)};
+            }),
+            kinds: (gd.data || []).map(t => t.z === undefined || t.z === null ? String(t.z)
+                : `${t.z.constructor ? t.z.constructor.name : typeof t.z}:${t.z.length}`),
+            annotations: (layout.annotations || []).filter(a => a.visible !== false).map(a => a.text),
+            shapes: (layout.shapes || []).filter(s => s.visible !== false).length,
+            images: (layout.images || []).filter(i => i.visible !== false).length,
+            title: layout.title ? (typeof layout.title === 'string' ? layout.title : layout.title.text || '') : '',
+        };
+    });
+    const inPlot = (el) => el.closest('.js-plotly-plot') !== null;
+    const controls = Array.from(root.querySelectorAll(
+            '.widget-html-content, .widget-readout, .widget-label, button, select, input'))
+        .filter(el => !inPlot(el) && el.offsetParent !== null)
+        .map(el => (el.tagName === 'SELECT' || el.tagName === 'INPUT') ? `${el.tagName}=${el.value}`
+                   : (el.innerText || '').trim().replace(/Done in [0-9.]+ s/, 'Done'));
+    return {plots: plots, controls: controls};
+}"""
+
+
+# What does not fit: one widget (selector) in the page as laid out now. Returns
+# {problems: [short sentences], cell: the output cell's width, plots: each plotly plot's width}.
+# Checked: the widget, its plots (and with `controls`, every control box) inside the output cell;
+# no box a person would have to scroll sideways; no plotly toolbar over a title; with `titles`,
+# no two panel titles over each other.
+WIDGET_FIT_JS = r"""([selector, controls, titles]) => {
+    const root = document.querySelector(selector);
+    if (!root) return {problems: ['widget not found'], cell: 0, plots: []};
+    const problems = [];
+    const cell = (root.closest('.jp-OutputArea-output') || root.closest('.jp-OutputArea')).getBoundingClientRect();
+    const name = (el) => (typeof el.className === 'string' ? el.className : el.tagName)
+        .split(' ').filter(k => k.startsWith('csw-') || k.startsWith('widget-') || k.startsWith('js-plotly')
+                                 || k.startsWith('jupyter-')).slice(0, 3).join('.') || el.tagName;
+    const overlap = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+    const plots = [...root.querySelectorAll('.js-plotly-plot')];
+    const boxes = [root, ...plots, ...(controls ? root.querySelectorAll('.widget-box, .widget-hbox, .widget-vbox, '
+                                                  + '.widget-html, .widget-slider, button, select, input') : [])];
+    for (const el of boxes) {
+        const r = el.getBoundingClientRect();
+        if (r.width === 0 && r.height === 0) continue;  // not displayed (e.g. Stop while nothing runs)
+        if (r.left < cell.left - 1 || r.right > cell.right + 1)
+            problems.push(`${name(el)} [${Math.round(r.left)}, ${Math.round(r.right)}] outside the cell `
+                          + `[${Math.round(cell.left)}, ${Math.round(cell.right)}]`);
+    }
+    for (const el of [root, ...root.querySelectorAll('*')]) {
+        if (el.closest('svg') || ['INPUT', 'TEXTAREA', 'SELECT', 'OPTION'].includes(el.tagName)) continue;
+        if (el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1) {
+            const overflow = getComputedStyle(el).overflowX;
+            // Content spilling out of a box that does not scroll is drawn, not hidden behind a
+            // scrollbar; what a person has to scroll sideways to see is what this looks for.
+            if (el !== root && !['auto', 'scroll'].includes(overflow)) continue;
+            problems.push(`${name(el)} scrolls sideways: ${el.scrollWidth} px in ${el.clientWidth} (overflow-x ${overflow})`);
+        }
+    }
+    for (const gd of plots) {
+        const bar = gd.querySelector('.modebar');
+        const m = bar ? bar.getBoundingClientRect() : null;
+        const shown = [...gd.querySelectorAll('.annotation, .g-gtitle, .gtitle')]
+            .map(t => [t.textContent.slice(0, 40), t.getBoundingClientRect()]).filter(([, r]) => r.width > 0);
+        for (const [text, r] of shown)
+            if (m && m.width > 0 && overlap(m, r)) problems.push(`the toolbar covers the title '${text}'`);
+        if (titles)
+            for (let i = 0; i < shown.length; i++)
+                for (let j = i + 1; j < shown.length; j++)
+                    if (overlap(shown[i][1], shown[j][1])) problems.push(`'${shown[i][0]}' overlaps '${shown[j][0]}'`);
+    }
+    return {problems, cell: Math.round(cell.width), plots: plots.map(gd => Math.round(gd.getBoundingClientRect().width))};
+}"""
+
+
+def widget_fit(page, selector: str, controls: bool = True, titles: bool = False) -> dict:
+    """:data:`WIDGET_FIT_JS` for the widget at ``selector``: {problems, cell, plots}."""
+    return page.evaluate(WIDGET_FIT_JS, [selector, controls, titles])
+
+
+#: The first cell of a generated notebook that shows every widget kind on the cat photo; a widget is
+#: made with ``tagged(widget, case)`` so that a test finds it by the class ``csw-case-<case>``.
+EVERY_WIDGET_SETUP = """\
+from clipsurgery_widgets.engine import Explainer, load_model_from_env, sample_image
+from clipsurgery_widgets.engine.sam.refiner import load_sam_from_env
+from clipsurgery_widgets.widgets import (AttentionExplorer, DecompositionExplorer, HeatmapExplorer, SamWidget,
+                                         SideBySide, TokenExplorer)
+
+explainer = Explainer(load_model_from_env())
+cat = sample_image("cat")
+
+
+def tagged(widget, case):
+    widget.add_class(f"csw-case-{case}")  # how the test finds it
+    return widget
+"""

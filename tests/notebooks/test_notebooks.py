@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -63,6 +64,10 @@ def test_notebook_runs_without_errors(path: Path, kernel_specs, monkeypatch):
             elif output.output_type == "stream" and output.name == "stderr" and (
                     "Traceback" in output.text or "Error" in output.text):
                 problems.append(f"cell {index} stderr: {output.text[:500]}")
+            # Numbers read as numbers: a numpy scalar's repr (np.float32(0.278)) is noise to a reader.
+            shown = output.get("text", "") + output.get("data", {}).get("text/plain", "")
+            if re.search(r"np\.(float|int|bool_|uint)\w*\(", shown):
+                problems.append(f"cell {index} prints a numpy scalar's repr: {shown[:200]!r}")
     assert not problems, f"{path.name} produced error output:\n" + "\n".join(problems)
 
     widget_outputs = [o for cell in nb.cells for o in cell.get("outputs", []) if WIDGET_VIEW in o.get("data", {})]

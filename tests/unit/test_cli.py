@@ -54,6 +54,8 @@ def test_no_command_is_a_usage_error(capsys):
     (["--labels", "cat", "--cmap", "nocolours"], "not a matplotlib colour map"),
     (["--labels", "cat", "--out", "fig.txt"], "--out must end"),
     (["--labels", "cat", "--method", "magic"], "invalid choice"),
+    (["--labels", "cat", "--layout", "poster"], "use column, page"),
+    (["--labels", "cat", "--layout", "100"], "between 0.5 and 60"),
 ])
 def test_usage_errors_exit_2(capsys, photo, extra, match):
     code, _, err = run(capsys, "explain", str(photo), "--model", "tiny-random-vit", *extra)
@@ -110,6 +112,18 @@ def test_sample_image_and_non_square_size(capsys, tmp_path):
                        "--size", "160x224", "--out", str(out), "--quiet")
     assert code == 0 and err == ""
     assert out.read_bytes().startswith(b"%PDF")
+
+
+@pytest.mark.parametrize("layout,inches", [("column", 3.5), ("page", 7.0), ("5", 5.0), ("4x3", 4.0)])
+def test_layout_sizes_the_figure_for_print(capsys, tmp_path, layout, inches):
+    out = tmp_path / "fig.png"
+    code, _, err = run(capsys, "explain", "sample:cat", "--labels", "cat,dog", "--model", "tiny-random-vit",
+                       "--size", "224", "--out", str(out), "--dpi", "100", "--layout", layout, "--quiet")
+    assert code == 0, err
+    with Image.open(out) as fig:
+        assert fig.size[0] == pytest.approx(inches * 100, abs=1)  # exactly the printed width
+        if "x" in layout:
+            assert fig.size[1] == pytest.approx(300, abs=1)
 
 
 def test_parse_size():

@@ -186,8 +186,10 @@ def test_views(explorer, cat):
 
 def test_click_shows_every_labels_score_at_that_patch(explorer, cat):
     e = explorer.explanation
-    assert explorer.describe()["bars"] is None and explorer.bar_chart is None
+    chart = explorer.bar_chart
+    assert explorer.describe()["bars"] is None and explorer.describe()["bar_chart"]  # there, empty
     click(explorer, 0, 301, 52)
+    assert explorer.bar_chart is chart  # the first click fills the chart made with the widget
     bars = explorer.describe()["bars"]
     gh, gw = e.grid
     row, col = int(52.5 * gh / cat.shape[0]), int(301.5 * gw / cat.shape[1])
@@ -561,3 +563,115 @@ def test_resnet_refuses_vit_only_methods(tiny_resnet, cat):
     w.method, w.view = "raw", "methods"
     assert w.wait(60) and w.error is None and w.explanation.method == "raw"
     assert w.describe()["shape"] == (2, 2) and w.describe()["heat"] == [(7, 9)] * 4
+
+
+# --- issue 15: a figure sized to the view, clear controls, nothing computed in the constructor ---------------------
+
+def test_the_figure_drops_a_big_grid_when_the_view_needs_few_panels(explorer):
+    small = explorer.describe()
+    assert small["panels"] == 1 and small["traces"] == 2 * small["capacity"] + 1 and small["capacity"] <= 4
+    explorer.labels = list(PASCAL_CONTEXT_59)
+    explorer.view = "grid"
+    assert explorer.wait(60)
+    grid = explorer.describe()
+    assert grid["panels"] == 59 and grid["traces"] >= 2 * 59 + 1 and grid["shape"] == (10, 6)
+    explorer.labels = "cat, dog, tree, sky"
+    explorer.view = "overlay"
+    assert explorer.wait(60)
+    after = explorer.describe()
+    assert after["panels"] == 1 and after["traces"] == small["traces"]  # not the grid's 121
+    assert after["heat"][0] is not None and after["titles"] == ["CLIP Surgery: cat"]
+    explorer.view = "compare"  # the small views share the small figure
+    assert explorer.describe()["traces"] == small["traces"]
+
+
+def test_the_figure_follows_the_cell_width_and_leaves_room_for_the_toolbar(explorer):
+    from clipsurgery_widgets.widgets.plotting import MODEBAR_ROOM
+
+    layout = explorer.current_figure.layout
+    assert layout.width is None and layout.autosize is not False  # plotly fills the cell
+    assert layout.margin.t >= MODEBAR_ROOM >= 34
+    assert explorer.current_figure._config.get("responsive") is True  # redrawn when the window resizes
+
+
+@pytest.mark.parametrize("n, shape", [(1, (1, 1)), (2, (1, 2)), (3, (1, 3)), (4, (2, 2)), (5, (2, 3)), (6, (2, 3)),
+                                      (9, (3, 3)), (16, (4, 4)), (59, (10, 6))])
+def test_grids_are_balanced(n, shape):
+    from clipsurgery_widgets.widgets.heatmap_plan import panel_plan
+
+    assert panel_plan("grid", [f"label {i}" for i in range(n)], None).shape == shape
+
+
+def test_four_labels_are_a_two_by_two_grid(explorer):
+    explorer.view = "grid"
+    shown = explorer.describe()
+    assert shown["shape"] == (2, 2)
+    domains = [(explorer.current_figure.layout[f"xaxis{'' if p == 0 else p + 1}"].domain,
+                explorer.current_figure.layout[f"yaxis{'' if p == 0 else p + 1}"].domain) for p in range(4)]
+    assert len({x for x, _ in domains}) == 2 and len({y for _, y in domains}) == 2
+
+
+def test_the_bar_chart_is_there_before_the_first_click(explainer, cat):
+    w = HeatmapExplorer(explainer, cat, labels=LABELS)
+    chart = w.bar_chart
+    assert chart is not None and chart in w.plots.bar_box.children and w.describe()["bars"] is None
+    assert w.wait(60)
+    w.click(100, 80)
+    assert w.bar_chart is chart and w.describe()["bars"]["labels"] == LABELS
+    w.image = sample_image("coffee")  # a new image: the chart empties again, and stays
+    assert w.describe()["bars"] is None and w.bar_chart is chart and len(chart.data[0].x) == 0
+    w.wait(60)
+
+
+def test_controls_that_do_nothing_in_a_view_are_disabled(explorer):
+    c = explorer.controls
+    expected = {"overlay": dict(label=False, cmap=False, threshold=False, method=False),
+                "grid": dict(label=True, cmap=False, threshold=False, method=False),
+                "compare": dict(label=False, cmap=False, threshold=False, method=True),
+                "methods": dict(label=True, cmap=False, threshold=False, method=True),
+                "segmentation": dict(label=True, cmap=True, threshold=True, method=False)}
+    for view, disabled in expected.items():
+        explorer.view = view
+        assert {name: c[name].disabled for name in disabled} == disabled, view
+    explorer.wait(60)
+
+
+def test_every_toggle_and_menu_says_what_it_does(explorer):
+    c = explorer.controls
+    for name in ("preset", "upload", "label", "method", "feature_surgery", "redundancy", "size", "depth", "cmap",
+                 "opacity", "threshold", "prob_thd", "area_thd", "pamr_steps", "logit_scale", "precision"):
+        assert len(c[name].tooltip or "") > 10, name
+    assert len(c["view"].tooltips) == len(c["view"].options) and all(len(t) > 10 for t in c["view"].tooltips)
+    assert all("methods view" in t.tooltip for t in c["compared"].children)
+
+
+def test_preset_menu_returns_to_custom_when_the_labels_are_edited(explorer):
+    menu = explorer.controls["preset"]
+    assert menu.value == "" and dict(menu.options)["custom"] == ""
+    menu.value = "COCO (80)"
+    assert explorer.labels == list(COCO_80) and menu.value == "COCO (80)"
+    explorer.controls["labels"].value = explorer.controls["labels"].value + ", unicorn"  # edited by hand
+    assert menu.value == "" and "unicorn" in explorer.labels
+    explorer.labels = list(PASCAL_CONTEXT_59)  # set from Python: the menu names the preset
+    assert menu.value == "PASCAL Context (59)"
+    explorer.wait(60)
+
+
+def test_the_constructor_returns_before_the_first_result_with_progress_shown(explainer, cat):
+    gated = Gated(explainer)
+    gated.gate.clear()  # the explanation cannot finish until the gate opens
+    w = HeatmapExplorer(gated, cat, labels=LABELS)
+    try:
+        assert w.explanation is None and w.busy and "Encoding the image" in w.status
+        shown = w.describe()
+        assert shown["images"] == [cat.shape[:2]] and shown["heat"] == [None]  # the photo shows at once
+    finally:
+        gated.gate.set()
+    assert w.wait(60) and w.describe()["heat"][0] is not None
+
+
+def test_the_bar_chart_has_no_toolbar_over_its_title():
+    from clipsurgery_widgets.widgets.plotting import bar_figure
+
+    config = bar_figure()._config
+    assert config["displayModeBar"] is False and config["responsive"] is True

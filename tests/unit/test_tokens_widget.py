@@ -58,7 +58,7 @@ def test_chips_are_the_shown_tokens_marked_top_three(widget, explainer, image):
         t = chip["token"]
         assert f"{expected.scores[t]:+.4f}" in chip["tooltip"]
         assert chip["rank"] == int(expected.rank[t]) + 1
-    assert "9 tokens shown" in widget.status
+    assert "9 words shown" in widget.status and "11 BPE tokens" in widget.status
 
 
 def test_colour_scale_marks_every_chip(widget, explainer, image):
@@ -134,7 +134,7 @@ def test_any_input_size_the_engine_takes(widget, explainer, image):
 def test_selected_token_and_point_are_state(widget):
     a = widget.attribution
     widget.selected_token = 2
-    assert shown(widget)["map_token"] == 2 and widget.heat_title == f"Map of token “{a.tokens.texts[2]}”"
+    assert shown(widget)["map_token"] == 2 and widget.heat_title == f"Map of “{a.tokens.texts[2]}”"
     widget.point = (10, 20)
     assert shown(widget)["marker"] == (10.0, 20.0, 0)
     np.testing.assert_array_equal(widget.region.order, a.tokens_at(a.patch_at(10, 20)).order)
@@ -171,7 +171,7 @@ def test_clicking_a_chip_shows_its_map(widget):
     z = heat_values(widget)
     np.testing.assert_allclose(z, a.image_map(token)[::step, ::step], atol=1e-3)
     assert not np.allclose(z, caption_z, atol=1e-3)
-    assert shown(widget)["titles"] == ["Map of token “cat”"]
+    assert shown(widget)["titles"] == ["Map of “cat”"]
     assert shown(widget)["map_token"] == token and shown(widget)["selected"] == token
     assert [c["selected"] for c in shown(widget)["chips"]] == [c["token"] == token for c in widget.chips]
     widget.chip_buttons[position].click()  # a second click: back to the caption
@@ -251,7 +251,7 @@ def test_user_strings_are_escaped(widget):
         assert "<img" not in html_parts and "<b>" not in html_parts
     assert "<img" not in info and "<b>bold" not in info
     widget.select_token(widget.chips[texts.index("<")]["token"])
-    assert shown(widget)["titles"] == ["Map of token “&lt;”"]
+    assert shown(widget)["titles"] == ["Map of “&lt;”"]
     assert "<" in shown(widget)["chip_texts"]  # chips carry the raw text (button labels are not HTML)
 
 

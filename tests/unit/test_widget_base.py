@@ -1,13 +1,17 @@
 """The shared widget base: background work with a stale-result guard, status, errors, static output."""
 import base64
+import io
 import threading
 import time
 
+import ipywidgets
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+from PIL import Image
 
 from clipsurgery_widgets.engine.errors import ImageInputError
+from clipsurgery_widgets.widgets import static_view
 from clipsurgery_widgets.widgets.base import ExplorerWidget, LatestOnlyRunner
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -138,10 +142,142 @@ def test_static_png_sits_next_to_the_live_view():
     bundle = w._repr_mimebundle_()
     assert WIDGET_VIEW in bundle and "image/png" not in bundle  # nothing to draw yet: no PNG, no crash
     w.request(8)
-    bundle = w._repr_mimebundle_()  # waits for the pending work first
+    bundle, metadata = w._repr_mimebundle_()  # outside IPython's display: waits for the pending work first
+    assert set(metadata["image/png"]) == {"width", "height"}
     assert bundle[WIDGET_VIEW]["model_id"] == w.model_id
     assert base64.b64decode(bundle["image/png"]).startswith(b"\x89PNG")
-    assert bundle["text/plain"].startswith("<Counter")
+    assert bundle["text/plain"] == "Counter: live view needs its kernel - run this cell again."
+    assert repr(w).startswith("<Counter")
+
+
+# --- display in IPython: the live view at once, the PNG after the cell ---------------------------
+
+@pytest.fixture
+def shell():
+    """A real IPython shell whose displays are recorded (publisher.outputs) instead of printed."""
+    from IPython.core.displaypub import CapturingDisplayPublisher
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ipython = InteractiveShell.instance()
+    ipython.display_pub = CapturingDisplayPublisher()
+    yield ipython
+    static_view._waiting.clear()
+    InteractiveShell.clear_instance()
+
+
+def _outputs(shell) -> list[dict]:
+    return [o for o in shell.display_pub.outputs if WIDGET_VIEW in o["data"]]
+
+
+@pytest.mark.parametrize("code", ["w", "from IPython.display import display\ndisplay(w)"],
+                         ids=["last expression", "display()"])
+def test_display_shows_the_view_at_once_and_adds_the_png_after_the_cell(shell, code):
+    w, gate = Counter(), threading.Event()
+    w.request(3, gate)
+    shell.user_ns["w"] = w
+    seen = {}
+
+    def cell_done(result):  # registered first, so it runs before the widgets' own post_run_cell step
+        seen.update(outputs=[dict(o) for o in shell.display_pub.outputs], busy=w.busy)
+
+    shell.events.register("post_run_cell", cell_done)
+    threading.Timer(0.3, gate.set).start()
+    started = time.perf_counter()
+    assert shell.run_cell(code).success
+    # What the cell has sent when its code is done, before the kernel would report it finished:
+    during = [o for o in seen["outputs"] if WIDGET_VIEW in o["data"]]
+    assert seen["busy"], "the cell's code should end while the work is still running"
+    assert len(during) == 1 and "image/png" not in during[0]["data"]
+    assert not during[0]["update"] and during[0]["transient"]["display_id"]
+    assert during[0]["data"]["text/plain"] == "Counter: live view needs its kernel - run this cell again."
+    assert during[0]["data"][WIDGET_VIEW]["model_id"] == w.model_id
+    # ... and after the cell (post_run_cell): the same output again, now with the finished PNG.
+    later = _outputs(shell)
+    assert len(later) == 2 and later[1]["update"]
+    assert later[1]["transient"]["display_id"] == during[0]["transient"]["display_id"]
+    assert base64.b64decode(later[1]["data"]["image/png"]).startswith(b"\x89PNG")
+    assert later[1]["data"][WIDGET_VIEW] == during[0]["data"][WIDGET_VIEW]
+    assert w.shown == 3 and time.perf_counter() - started >= 0.25  # the PNG waited for the work
+    # Shown at its 1x size (a PNG drawn at twice the display resolution stays sharp on 2x screens).
+    png = Image.open(io.BytesIO(base64.b64decode(later[1]["data"]["image/png"])))
+    shown = later[1]["metadata"]["image/png"]
+    assert shown["width"] == round(png.width * 72 / w.static_dpi) and shown["height"] < png.height
+
+
+def test_png_metadata_travels_with_the_update(shell, monkeypatch):
+    w = Counter()
+    w.request(2)
+    monkeypatch.setattr(w, "_static_png_metadata", lambda png: {"width": 144})
+    shell.user_ns["w"] = w
+    assert shell.run_cell("w").success
+    update = _outputs(shell)[-1]
+    assert update["update"] and update["metadata"] == {"image/png": {"width": 144}}
+
+
+def test_a_widget_with_nothing_to_draw_keeps_its_live_view_only(shell):
+    w = Counter()  # no request: no figure to draw
+    shell.user_ns["w"] = w
+    assert shell.run_cell("w").success
+    outputs = _outputs(shell)
+    assert len(outputs) == 1 and "image/png" not in outputs[0]["data"]
+    assert static_view._waiting == []  # nothing left over for the next cell
+
+
+def test_each_widget_of_a_cell_gets_its_own_png(shell):
+    a, b = Counter(), Counter()
+    a.request(1)
+    b.request(9)
+    shell.user_ns.update(a=a, b=b)
+    assert shell.run_cell("from IPython.display import display\ndisplay(a)\ndisplay(b)").success
+    first, second, *updates = _outputs(shell)
+    assert [u["transient"]["display_id"] for u in updates] == [first["transient"]["display_id"],
+                                                                 second["transient"]["display_id"]]
+    assert updates[0]["data"]["image/png"] != updates[1]["data"]["image/png"]
+    assert [u["data"][WIDGET_VIEW]["model_id"] for u in updates] == [a.model_id, b.model_id]
+
+
+def test_kernel_note_names_the_widget_and_the_fix():
+    assert static_view.kernel_note(Counter()) == "Counter: live view needs its kernel - run this cell again."
+
+
+# --- Stop: offered only while something runs ------------------------------------------------------
+
+class Stoppable(Counter):
+    stoppable_jobs = ("pass",)
+
+    def __init__(self):
+        super().__init__()
+        self.controls = {"stop": ipywidgets.Button(description="Stop")}
+
+
+def test_stop_shows_only_while_a_job_it_stops_runs():
+    w, gate = Stoppable(), threading.Event()
+    stop = w.controls["stop"]
+    assert stop.layout.visibility == "hidden" and stop.disabled
+    w.request(1, name="explain")                       # not a job Stop stops
+    assert w.wait(5) and stop.layout.visibility == "hidden"
+    w.request(2, gate, name="pass")
+    assert stop.layout.visibility == "visible" and not stop.disabled
+    gate.set()
+    assert w.wait(5) and w.shown == 2
+    assert stop.layout.visibility == "hidden" and stop.disabled
+    gate.clear()
+    w.request(3, gate, name="pass")
+    assert stop.layout.visibility == "visible"
+    w.cancel("pass")                                   # what Stop does
+    assert stop.layout.visibility == "hidden"
+    gate.set()
+    w.wait(5)
+
+
+def test_stop_follows_every_job_by_default_and_failures_hide_it():
+    w, gate = Counter(), threading.Event()
+    w.controls = {"stop": ipywidgets.Button(description="Stop")}
+    w.request(1, gate, name="anything", fail=RuntimeError("no"))
+    assert w.controls["stop"].layout.visibility == "visible"
+    gate.set()
+    assert w.wait(5) and w.error is not None
+    assert w.controls["stop"].layout.visibility == "hidden"
 
 
 def test_figure_waits_for_pending_work_and_save_writes_each_format(tmp_path):

@@ -16,7 +16,6 @@ import operator
 import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -33,6 +32,7 @@ from ..towers.vit import num_blocks
 from .ablation import (Ablation, AblationResult, DecompositionInputError, MeanTerms,
                        ablated_embeddings, evaluate_ablation, mean_terms, zero_shot_probs)
 from .dataset_pass import ImageSetTerms, decompose_images, image_list
+from .names import image_names
 from .terms import Decomposition, decompose, spatial_maps, vision_tower
 from .textspan import encode_text_pool, text_pool, text_span
 
@@ -165,11 +165,11 @@ class DecompositionSession:
         with self._lock:
             return len(self._images)
 
-    def image_names(self) -> list[str]:
-        """A short display name per image: the file name, or "image <n>" (counted from 1)."""
+    def image_names(self, given: dict[int, str] | None = None) -> list[str]:
+        """A short distinct name per image (file name, with folders if shared; else "image <n>"); see
+        :func:`.names.image_names`. ``given``: {index: name} for images named by the caller."""
         with self._lock:
-            return [Path(image).name[:30] if isinstance(image, (str, os.PathLike)) else f"image {i + 1}"
-                    for i, image in enumerate(self._images)]
+            return image_names(self._images, given)
 
     def add_image(self, image: Any) -> int:
         """Append an image to the set; returns its index. The set's terms then miss it until the

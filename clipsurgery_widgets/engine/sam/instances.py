@@ -57,14 +57,17 @@ def cell_to_pixel(rows: np.ndarray, cols: np.ndarray, grid: tuple[int, int], siz
 
 def instance_prompts(patch_scores: Any, grid: tuple[int, int], image_size: tuple[int, int], threshold: float = 0.8,
                      *, points_per_instance: int = 3, num_negatives: int = 3, min_cells: int = 1,
-                     max_instances: int | None = None, other_peaks_negative: bool = True) -> list[InstancePrompt]:
+                     max_instances: int | None = None, other_peaks_negative: bool = True,
+                     threshold_mode: str = "value") -> list[InstancePrompt]:
     """Split a surgery map into connected regions and build SAM prompts for each.
 
     The patch scores [N] (N = gh * gw, row-major) are min-max normalised and thresholded at
-    ``threshold``; regions are 8-connected groups of cells above it, largest peak first. Each
+    ``threshold`` (``threshold_mode`` "quantile": at that quantile of the normalised values); regions
+    are 8-connected groups of cells at or above it, largest peak first. Each
     region gets its ``points_per_instance`` highest cells as positives; every region shares the
     ``num_negatives`` lowest cells of the whole map as negatives, plus (``other_peaks_negative``)
-    the peak cell of every other region, which tells SAM to keep the instances apart.
+    the peak cell of every other region, which tells SAM to keep the instances apart. A flat map
+    has no regions.
     """
     from scipy import ndimage
 
@@ -75,10 +78,17 @@ def instance_prompts(patch_scores: Any, grid: tuple[int, int], image_size: tuple
                          f"scores of one label (tokens 1..N) and that explanation's grid.")
     if points_per_instance < 1 or num_negatives < 0:
         raise ValueError("points_per_instance must be >= 1 and num_negatives >= 0.")
+    if max_instances is not None and max_instances < 1:
+        raise ValueError(f"max_instances must be >= 1 (or None for every region), not {max_instances!r}.")
+    level = instance_level(threshold, threshold_mode)
     grid_map = scores.reshape(gh, gw)
     lo, hi = grid_map.min(), grid_map.max()
-    norm = (grid_map - lo) / (hi - lo) if hi > lo else np.zeros_like(grid_map)
-    regions, count = ndimage.label(norm >= threshold, structure=np.ones((3, 3), dtype=bool))
+    if not hi > lo:
+        return []  # a flat map marks no region
+    norm = (grid_map - lo) / (hi - lo)
+    if threshold_mode == "quantile":
+        level = float(np.quantile(norm, level))
+    regions, count = ndimage.label(norm >= level, structure=np.ones((3, 3), dtype=bool))
 
     found = []
     for k in range(1, count + 1):
@@ -104,3 +114,14 @@ def instance_prompts(patch_scores: Any, grid: tuple[int, int], image_size: tuple
         labels = np.concatenate([np.ones(len(top), np.uint8), np.zeros(len(negatives), np.uint8)])
         out.append(InstancePrompt(frozen(points), frozen(labels), frozen(cells), peak, int(cells.sum())))
     return out
+
+
+def instance_level(threshold: float, threshold_mode: str) -> float:
+    """Check an instance threshold: a level in [0, 1] of the min-max scaled map, or a quantile in [0, 1]."""
+    if threshold_mode not in ("value", "quantile"):
+        raise ValueError(f"threshold_mode must be 'value' or 'quantile', not {threshold_mode!r}.")
+    level = float(threshold)
+    if not 0.0 <= level <= 1.0:
+        kind = "a quantile" if threshold_mode == "quantile" else "a level of the min-max scaled map"
+        raise ValueError(f"The instance threshold must be between 0 and 1 ({kind}), not {threshold!r}.")
+    return level

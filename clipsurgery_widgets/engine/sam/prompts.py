@@ -40,7 +40,8 @@ def map_point_scores(explainer: Any, image: Any, text: str,
 
 
 def points_from_map(scores: Any, grid: tuple[int, int], size: tuple[int, int], threshold: float = 0.8,
-                    downsample: int = 2) -> tuple[np.ndarray, np.ndarray]:
+                    downsample: int = 2, *, threshold_mode: str = "value",
+                    max_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """SAM's automatic points from a surgery map (docs/algorithms.md#points-for-sam).
 
     Args:
@@ -48,16 +49,20 @@ def points_from_map(scores: Any, grid: tuple[int, int], size: tuple[int, int], t
             parts of a combined target "a+b" (:func:`~..maps.combine_targets`); N == gh * gw.
         grid: (gh, gw) patch grid.   size: (H, W) of the original image.
         threshold, downsample: as in :func:`~..maps.map_to_points`.
+        threshold_mode: "value" (cells >= threshold after min-max) or "quantile" (cells >= the
+            threshold-quantile of the cells' values).
+        max_points: at most this many positives (and as many negatives); None: up to half the cells.
 
     Returns:
         points int64 [K, 2] (x, y) pixels, labels uint8 [K] (1 positive, 0 negative); K may be 0
         (a constant map has no cells above the threshold).
     """
     arr = as_numpy(scores)
+    rule = {"threshold_mode": threshold_mode, "max_points": max_points}
     if arr.ndim == 1:
-        return map_to_points(arr, grid, size=size, threshold=threshold, downsample=downsample)
+        return map_to_points(arr, grid, size=size, threshold=threshold, downsample=downsample, **rule)
     if arr.ndim == 2:
-        return combine_targets(arr, grid, size, threshold, downsample)
+        return combine_targets(arr, grid, size, threshold, downsample, **rule)
     raise ValueError(f"scores must be patch scores [N] or part scores [N, P], got shape {arr.shape}.")
 
 

@@ -248,16 +248,17 @@ class SamRefiner(RefinerState):
     # --- from CLIP Surgery maps -----------------------------------------------------------------
 
     def points_from_scores(self, scores: Any, grid: tuple[int, int], image_size: tuple[int, int] | None = None,
-                           threshold: float = 0.8, downsample: int = 2, multimask: bool | None = None) -> SamResult:
+                           threshold: float = 0.8, downsample: int = 2, multimask: bool | None = None, *,
+                           threshold_mode: str = "value", max_points: int | None = None) -> SamResult:
         """Prompts from a surgery map (docs/algorithms.md#points-for-sam), then one SAM call; best of 3.
 
-        ``scores``: patch scores [N] of one label, or [N, P] for a combined target "a+b" (see
-        :func:`.prompts.points_from_map`). The points become the current prompts (undoable) and
-        are in the returned result (``.points``, ``.labels``).
+        ``scores``: patch scores [N] of one label, or [N, P] for "a+b"; ``threshold_mode``, ``max_points``: see
+        :func:`.prompts.points_from_map`. The points become the current prompts (undoable) and the result's.
         """
         with self._lock:
             size = self._check_image_size(image_size)
-            points, labels = points_from_map(scores, grid, size, threshold, downsample)
+            points, labels = points_from_map(scores, grid, size, threshold, downsample, threshold_mode=threshold_mode,
+                                             max_points=max_points)
             if len(points) == 0:
                 raise ValueError("The map gave no points (a constant map has no cells above the threshold): "
                                  "check the scores, or click points yourself.")

@@ -199,6 +199,88 @@ def _check_against_tokenizer(tokenizer: Any, caption: str, ids: list[int]) -> No
                                     f"this tokenizer is not supported for token attributions.")
 
 
+# --- words ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class CaptionWords:
+    """A caption's tokens grouped into units a reader sees: the start token, each word, the end token.
+
+    A word is one of the tokenizer's pre-tokens ("whiskers", "'s", ","), made of one or more BPE
+    pieces ("whis" + "kers"). Reads like :class:`CaptionTokens` where a ranking or a figure reads it
+    (``len``, ``texts``, ``space_before``, ``is_special``, ``is_punctuation``, ``caption``,
+    ``dropped``), with one entry per unit (W units, unit 0 = start, unit W-1 = end).
+
+    tokens:         the CaptionTokens the units are made of (T tokens).
+    members:        W tuples of token indices: each unit's pieces, in caption order.
+    texts:          W display texts: the word as written in the caption (its pieces joined).
+    pieces:         W tuples: the display text of each of the unit's pieces.
+    space_before:   bool [W], from each unit's first piece.
+    is_special:     bool [W], True for the start and end units.
+    is_punctuation: bool [W], True for words made only of punctuation.
+    token_unit:     int64 [T] the unit of each token.
+    """
+
+    tokens: CaptionTokens
+    members: tuple[tuple[int, ...], ...]
+    texts: tuple[str, ...]
+    pieces: tuple[tuple[str, ...], ...]
+    space_before: np.ndarray
+    is_special: np.ndarray
+    is_punctuation: np.ndarray
+    token_unit: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    @property
+    def caption(self) -> str:
+        return self.tokens.caption
+
+    @property
+    def dropped(self) -> int:
+        """Caption tokens cut off to fit the text context (see :class:`CaptionTokens`)."""
+        return self.tokens.dropped
+
+    def pool(self, values: np.ndarray) -> np.ndarray:
+        """Mean over each unit's pieces along the last axis: float [..., T] -> float32 [..., W]."""
+        values = np.asarray(values, dtype=np.float32)
+        if values.shape[-1] != len(self.tokens):
+            raise ValueError(f"Expected {len(self.tokens)} values per row (one per token), got {values.shape[-1]}.")
+        weights = np.zeros((len(self.tokens), len(self.members)), dtype=np.float32)
+        for unit, members in enumerate(self.members):
+            weights[list(members), unit] = 1.0 / len(members)
+        return (values @ weights).astype(np.float32)
+
+
+def caption_words(tokens: CaptionTokens) -> CaptionWords:
+    """Group a caption's BPE tokens into words (runs of pieces of one pre-token); the start and
+    end tokens are units of their own. A caption whose words are single pieces keeps its indices."""
+    members: list[list[int]] = []
+    for t in range(len(tokens)):
+        word = int(tokens.word_index[t])
+        if members and word >= 0 and int(tokens.word_index[members[-1][0]]) == word:
+            members[-1].append(t)
+        else:
+            members.append([t])
+    texts, pieces = [], []
+    for group in members:
+        spans = [tokens.spans[t] for t in group]
+        if all(span is not None for span in spans):  # as written, multi-byte characters whole
+            texts.append(tokens.caption[spans[0][0]:spans[-1][1]] or tokens.texts[group[0]])
+        else:
+            texts.append("".join(tokens.texts[t] for t in group))
+        pieces.append(tuple(tokens.texts[t] for t in group))
+    token_unit = np.zeros(len(tokens), dtype=np.int64)
+    for unit, group in enumerate(members):
+        token_unit[group] = unit
+    return CaptionWords(
+        tokens=tokens, members=tuple(tuple(g) for g in members), texts=tuple(texts), pieces=tuple(pieces),
+        space_before=np.array([bool(tokens.space_before[g[0]]) for g in members]),
+        is_special=np.array([bool(tokens.is_special[g[0]]) for g in members]),
+        is_punctuation=np.array([bool(all(tokens.is_punctuation[t] for t in g)) for g in members]),
+        token_unit=token_unit)
+
+
 # --- token features ------------------------------------------------------------------------------
 
 @torch.no_grad()
