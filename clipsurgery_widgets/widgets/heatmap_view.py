@@ -165,12 +165,14 @@ class HeatmapView:
         """The PanelFigure for ``n_panels`` panels, made the one on screen.
 
         Up to :data:`SMALL_CAPACITY` panels: the small figure. More: the large one, rebuilt when
-        it is too small, or more than twice too big. A figure put aside keeps its state (and its
-        model in the browser), so going back costs one new view, not a new FigureWidget. A
+        it is too small, or more than twice too big. The figure put aside is dropped, and going
+        back makes a new one: a plotly view put back on the page after being taken off showed its
+        old panels and missed every later update (seen in JupyterLab 4.6 with plotly 7.1). A
         replaced figure is not closed: its view may still be on screen until the swap, and closing
         a plotly FigureWidget under a live view breaks the browser's message handling.
         """
         kind = "small" if n_panels <= SMALL_CAPACITY else "large"
+        self._figures = {k: v for k, v in self._figures.items() if k == kind}
         panels = self._figures.get(kind)
         if panels is None or not n_panels <= panels.capacity <= max(SMALL_CAPACITY, 2 * n_panels):
             capacity = SMALL_CAPACITY if kind == "small" else -(-n_panels // 4) * 4

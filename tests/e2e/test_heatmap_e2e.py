@@ -223,7 +223,11 @@ def test_quickstart_explorer_in_browser(lab, tmp_path):
 
 
 def cmap_change_ms(page, explorer, cmap: str) -> float:
-    """Choose a colour map; ms until panel 0's colour scale in the browser changed."""
+    """Choose a colour map (another one if ``cmap`` is the current one); ms until panel 0's colour
+    scale in the browser changed. Fails after 30 s rather than waiting for ever."""
+    menu = explorer.locator(".csw-cmap select")
+    if menu.input_value() == cmap:
+        cmap = next(o for o in menu.locator("option").all_inner_texts() if o != cmap)
     page.evaluate(f"""() => {{
         const gd = {PANELS_JS}, before = JSON.stringify(gd.data[{HEAT}].colorscale), start = performance.now();
         window.__cswCmap = new Promise((resolve) => {{
@@ -232,8 +236,9 @@ def cmap_change_ms(page, explorer, cmap: str) -> float:
             poll();
         }});
     }}""")
-    explorer.locator(".csw-cmap select").select_option(cmap)
-    return round(page.evaluate("() => window.__cswCmap"), 1)
+    menu.select_option(cmap)
+    return round(page.evaluate("() => Promise.race([window.__cswCmap, new Promise((_, no) => setTimeout("
+                               "() => no(new Error('the colour map did not change in the page')), 30000))])"), 1)
 
 
 def check_layout(page, explorer, width: int) -> None:

@@ -60,3 +60,9 @@ def load_script(path, name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def mimebundle(widget) -> dict:
+    """The data of a widget's display bundle (``_repr_mimebundle_`` may add metadata: (data, metadata))."""
+    bundle = widget._repr_mimebundle_()
+    return bundle[0] if isinstance(bundle, tuple) else bundle

@@ -5,6 +5,7 @@ import io
 
 import numpy as np
 import pytest
+from conftest import mimebundle
 from matplotlib.figure import Figure
 from PIL import Image
 from traitlets import TraitError
@@ -38,7 +39,7 @@ def _reference(explainer, rgb, size=224):
 
 def _png(widget) -> Image.Image:
     """The static PNG a widget's output carries (what nbconvert and GitHub show)."""
-    return Image.open(io.BytesIO(base64.b64decode(widget._repr_mimebundle_()["image/png"])))
+    return Image.open(io.BytesIO(base64.b64decode(mimebundle(widget)["image/png"])))
 
 
 def test_initial_view_shows_the_engine_rows(explorer, explainer, cat):

@@ -5,6 +5,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import mimebundle
 import torch
 from matplotlib.figure import Figure
 
@@ -242,4 +243,4 @@ def test_shipped_pool_and_static_figure(explainer, images, tmp_path):
     assert isinstance(fig, Figure)
     titles = [ax.get_title() for ax in fig.axes]
     assert any("cat" in t for t in titles) and any(t.startswith("layer 5, head 0") for t in titles)
-    assert "image/png" in w._repr_mimebundle_()
+    assert "image/png" in mimebundle(w)

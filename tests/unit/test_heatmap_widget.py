@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pytest
+from conftest import mimebundle
 from matplotlib import colormaps
 
 from clipsurgery_widgets.data.presets import COCO_80, PASCAL_CONTEXT_59
@@ -371,7 +372,7 @@ def test_preset_menu(explainer, cat):
 
 
 def test_static_figure_and_png_fallback(explorer, tmp_path):
-    bundle = explorer._repr_mimebundle_()
+    bundle = mimebundle(explorer)
     assert base64.b64decode(bundle["image/png"]).startswith(b"\x89PNG")
     fig = explorer.figure()
     assert fig.axes[0].get_title() == "CLIP Surgery: cat"

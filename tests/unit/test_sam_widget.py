@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import mimebundle
 from matplotlib.colors import to_rgba
 
 from clipsurgery_widgets.engine import maps
@@ -425,7 +426,7 @@ def test_figure_shows_points_in_paper_colours_and_the_mask(widget, image):
 
 
 def test_display_carries_a_static_png(widget):
-    bundle = widget._repr_mimebundle_()
+    bundle = mimebundle(widget)
     png = base64.b64decode(bundle["image/png"])
     assert png.startswith(b"\x89PNG")
 

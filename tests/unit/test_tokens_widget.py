@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import mimebundle
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
 from matplotlib.text import Text
@@ -287,7 +288,7 @@ def test_figure_of_the_current_view_and_of_several_pairs(widget, image):
 
 
 def test_display_leaves_a_static_png(widget):
-    bundle = widget._repr_mimebundle_()
+    bundle = mimebundle(widget)
     assert "image/png" in bundle
 
 
