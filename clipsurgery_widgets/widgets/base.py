@@ -34,7 +34,7 @@ from ..engine.errors import ClipSurgeryError
 from ..engine.precision import using_precision
 from ..figures import figure_bytes, save_figure, static_png_metadata
 from ..figures.layout import Layout, apply_layout
-from . import static_view
+from .static_view import ShownAtOnce
 from .image_input import ImageInput
 from .jobs import Job, JobBoard, LatestOnlyRunner  # noqa: F401  (LatestOnlyRunner: re-exported)
 from .precision_setting import PrecisionSetting, precision_toggle  # noqa: F401  (precision_toggle: re-exported)
@@ -48,7 +48,7 @@ _SPINNER = ('<style>@keyframes csw-spin{to{transform:rotate(360deg)}}</style>'
             'animation:csw-spin 0.8s linear infinite;vertical-align:-0.1em"></span>')
 
 
-class ExplorerWidget(ImageInput, PrecisionSetting, widgets.VBox):
+class ExplorerWidget(ShownAtOnce, ImageInput, PrecisionSetting, widgets.VBox):
     """Base class of the clipsurgery widgets: an ipywidgets VBox with shared plumbing.
 
     Python API shared by every widget:
@@ -312,18 +312,6 @@ class ExplorerWidget(ImageInput, PrecisionSetting, widgets.VBox):
     def _static_copy(self) -> tuple[bytes | None, dict | None]:
         png = self._static_png()
         return png, (self._static_png_metadata(png) if png else None)
-
-    def _ipython_display_(self, **kwargs: Any) -> None:
-        """Show the live view at once (its status line says what is being computed); the static PNG
-        for viewers without a kernel is added when the cell's work is done (see :mod:`.static_view`)."""
-        static_view.show(self, super()._repr_mimebundle_(**kwargs), self._static_copy)
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
-        # For displays outside IPython's own (which uses _ipython_display_): everything in one go.
-        bundle = static_view.live_bundle(self, super()._repr_mimebundle_(**kwargs))
-        data, metadata = static_view.png_entry(*self._static_copy())
-        bundle.update(data)
-        return (bundle, metadata) if metadata else bundle
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: {self._status_text or 'ready'}>"

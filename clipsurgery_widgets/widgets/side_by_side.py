@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import io
-from typing import Any, Sequence
+from typing import Sequence
 
 import ipywidgets as widgets
 from PIL import Image
 
-from . import static_view
+from .static_view import ShownAtOnce
 
 MIN_PANE_WIDTH = 520  # px: narrower, an explorer's three map panels get too small to read
 
@@ -21,7 +21,7 @@ def pane_layout(min_pane_width: int) -> widgets.Layout:
                           overflow="auto", padding="0 4px")
 
 
-class SideBySide(widgets.HBox):
+class SideBySide(ShownAtOnce, widgets.HBox):
     """Widgets next to each other, sharing the width equally, e.g. ``SideBySide(heatmaps, attention)``.
 
     Each pane takes its share of the row and its widget fills the pane (the explorers' figures
@@ -57,18 +57,6 @@ class SideBySide(widgets.HBox):
         widths = [(metadata or {}).get("width") for _, metadata in copies]
         metadata = {"width": sum(widths)} if all(widths) else None
         return join_pngs([png for png, _ in copies]), metadata
-
-    def _ipython_display_(self, **kwargs: Any) -> None:
-        """Show the panes at once (each status line says what is being computed); the static PNG for
-        viewers without a kernel is added when the cell's work is done, as for a single widget."""
-        static_view.show(self, super()._repr_mimebundle_(**kwargs), self._static_copy)
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
-        # For displays outside IPython's own (which uses _ipython_display_): everything in one go.
-        bundle = static_view.live_bundle(self, super()._repr_mimebundle_(**kwargs))
-        data, metadata = static_view.png_entry(*self._static_copy())
-        bundle.update(data)
-        return (bundle, metadata) if metadata else bundle
 
 
 def join_pngs(pngs: Sequence[bytes]) -> bytes:

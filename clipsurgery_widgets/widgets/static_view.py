@@ -86,3 +86,25 @@ def add_static_copies(result: Any = None) -> None:
             continue
         if output is not None:
             update_display(output["data"], metadata=output["metadata"], raw=True, display_id=display_id)
+
+
+class ShownAtOnce:
+    """Mixin (before the ipywidgets box in the bases) for widgets shown at once, PNG added later.
+
+    The class provides ``_static_copy() -> (png bytes or None, display metadata or None)``.
+    """
+
+    def _static_copy(self) -> tuple[bytes | None, dict | None]:
+        raise NotImplementedError
+
+    def _ipython_display_(self, **kwargs: Any) -> None:
+        """Show the live view at once (its status line says what is being computed); the static PNG
+        for viewers without a kernel is added when the cell's work is done."""
+        show(self, super()._repr_mimebundle_(**kwargs), self._static_copy)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # For displays outside IPython's own (which uses _ipython_display_): everything in one go.
+        bundle = live_bundle(self, super()._repr_mimebundle_(**kwargs))
+        data, metadata = png_entry(*self._static_copy())
+        bundle.update(data)
+        return (bundle, metadata) if metadata else bundle

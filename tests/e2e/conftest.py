@@ -6,6 +6,9 @@ CLIPSURGERY_MODEL=tiny-random-vit, and is stopped by its PID at the end. The bro
 Chromium (/usr/bin/chromium, or $CLIPSURGERY_CHROMIUM); Playwright's own browser download is
 never used. Without a browser the tests fail when $CI is set and are skipped otherwise.
 Screenshots go to test-artifacts/ (git-ignored).
+
+Test files import the helpers below at module level (``from conftest import ...``): at collection the
+name ``conftest`` is this file, while inside a running test of a full run it can be tests/unit's.
 """
 from __future__ import annotations
 

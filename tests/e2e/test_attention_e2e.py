@@ -2,10 +2,11 @@
 then show the attention every dense method uses and click a patch again."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
-from conftest import hover_over
+from conftest import PLOT_STATE_JS, hover_over, write_notebook
 
 pytestmark = pytest.mark.e2e
 
@@ -273,8 +274,6 @@ RELOAD_CELLS = [
 
 
 def test_the_attention_view_comes_back_after_a_page_reload(lab):
-    from conftest import PLOT_STATE_JS, write_notebook
-
     page = lab.page
     lab.open(write_notebook(lab.server, "attention_reload.ipynb", RELOAD_CELLS))
     lab.run_all()
@@ -300,8 +299,13 @@ def test_the_attention_view_comes_back_after_a_page_reload(lab):
     page.wait_for_function(f"() => {PLOT_JS}.data.filter(t => t.name === 'heat')[1].z", timeout=60_000)
     after = view_state(page)
     assert after["title"] == clicked["title"]  # the image panel's title names the clicked query
-    # Same traces (the marker, both maps, every layer, the charts) and titles as before the reload.
-    assert page.evaluate(PLOT_STATE_JS, ".csw-attention-explorer")["plots"] == shown
+    # Same traces (the marker, both maps, every layer, the charts) and titles as before the reload,
+    # once the view has settled (it redraws from the kernel's figure right after its first drawing).
+    deadline = time.monotonic() + 20
+    while (now := page.evaluate(PLOT_STATE_JS, ".csw-attention-explorer")["plots"]) != shown \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert now == shown
     assert page.locator(EXPLORER).locator(".csw-query-text").inner_text() == query_text
     lab.screenshot("attention-05-after-reload")
 

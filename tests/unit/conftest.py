@@ -66,3 +66,19 @@ def mimebundle(widget) -> dict:
     """The data of a widget's display bundle (``_repr_mimebundle_`` may add metadata: (data, metadata))."""
     bundle = widget._repr_mimebundle_()
     return bundle[0] if isinstance(bundle, tuple) else bundle
+
+
+@pytest.fixture(scope="session")
+def cat():
+    """The sample cat photo, RGB uint8 [300, 451, 3] (files may define their own ``cat``)."""
+    from clipsurgery_widgets.engine.images import sample_image
+
+    return sample_image("cat")
+
+
+@pytest.fixture(scope="session")
+def tiny_sam():
+    """A tiny randomly initialised Segment Anything model (files may define their own)."""
+    from clipsurgery_widgets.engine.sam.refiner import build_tiny_sam
+
+    return build_tiny_sam()

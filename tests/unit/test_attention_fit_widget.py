@@ -7,17 +7,12 @@ import numpy as np
 import pytest
 
 from clipsurgery_widgets.engine.attention import capture_attention
-from clipsurgery_widgets.engine.images import preprocess, sample_image
+from clipsurgery_widgets.engine.images import preprocess
 from clipsurgery_widgets.widgets import attention as attention_module
 from clipsurgery_widgets.widgets.attention import AttentionExplorer
 from clipsurgery_widgets.widgets.live_figure import LiveFigure
 from clipsurgery_widgets.widgets.plotly_frontend import plotly_widget_code
 from clipsurgery_widgets.widgets.attention_layout import AttentionLayout
-
-
-@pytest.fixture(scope="module")
-def cat():
-    return sample_image("cat")  # 300 x 451
 
 
 @pytest.fixture

@@ -10,18 +10,13 @@ import pytest
 from clipsurgery_widgets.engine import maps
 from clipsurgery_widgets.engine.sam.export import load_mask, rle_to_mask
 from clipsurgery_widgets.engine.sam.presence import DEFAULT_ABSENT_BELOW, label_presence
-from clipsurgery_widgets.engine.sam.refiner import SamRefiner, build_tiny_sam
+from clipsurgery_widgets.engine.sam.refiner import SamRefiner
 from clipsurgery_widgets.widgets import sam as sam_module
 from clipsurgery_widgets.widgets.sam import SamWidget
 from clipsurgery_widgets.widgets.sam_controls import MASK_ROW_HEIGHT
 from clipsurgery_widgets.widgets.state import InvalidStateError
 
 H, W = 96, 144
-
-
-@pytest.fixture(scope="module")
-def tiny_sam():
-    return build_tiny_sam()
 
 
 @pytest.fixture(scope="module")
