@@ -247,10 +247,15 @@ class ExplorerWidget(ShownAtOnce, ImageInput, PrecisionSetting, widgets.VBox):
         stop = getattr(self, "_controls", {}).get("stop")
         if stop is None:
             return
-        with self._lock:
-            running = any(self.stoppable_jobs is None or name in self.stoppable_jobs for name in self._unfinished)
+        running = self.stoppable
         stop.layout.visibility = "visible" if running else "hidden"
         stop.disabled = not running
+
+    @property
+    def stoppable(self) -> bool:
+        """True while a job of :attr:`stoppable_jobs` (any job when None) is unfinished."""
+        with self._lock:
+            return any(self.stoppable_jobs is None or name in self.stoppable_jobs for name in self._unfinished)
 
     def _follows_input(self, name: str) -> bool:
         return self.input_jobs is None or name in self.input_jobs

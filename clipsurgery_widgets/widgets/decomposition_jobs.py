@@ -34,12 +34,6 @@ class DecompositionJobs:
             self._request_image()
         self._request_pass()
 
-    @property
-    def stoppable(self) -> bool:
-        """True while a job that the Stop button stops runs (the button is shown only then)."""
-        unfinished = getattr(self, "_unfinished", {})
-        return any(name in unfinished for name in STOPPABLE)
-
     # --- requests ------------------------------------------------------------------------------
 
     def _request_image(self) -> None:

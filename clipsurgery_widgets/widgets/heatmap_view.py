@@ -76,7 +76,7 @@ class HeatmapView:
         self.plot_box.add_class("csw-plot")
         self.bar_box.add_class("csw-bars")
         self.panels: PanelFigure | None = None  # the figure on screen, built on the first show
-        self._figures: dict[str, PanelFigure] = {}  # "small" and "large" (see _figure)
+        self._kind: str | None = None  # "small" or "large": the kind of ``panels`` (see _figure)
         # Made now, empty with a one-line hint: a new FigureWidget costs the browser seconds (it
         # ships plotly.js), which would otherwise land on the first click.
         self.bar_chart = bar_figure(_BAR_HEIGHT)
@@ -172,12 +172,11 @@ class HeatmapView:
         a plotly FigureWidget under a live view breaks the browser's message handling.
         """
         kind = "small" if n_panels <= SMALL_CAPACITY else "large"
-        self._figures = {k: v for k, v in self._figures.items() if k == kind}
-        panels = self._figures.get(kind)
+        panels = self.panels if self._kind == kind else None
         if panels is None or not n_panels <= panels.capacity <= max(SMALL_CAPACITY, 2 * n_panels):
             capacity = SMALL_CAPACITY if kind == "small" else -(-n_panels // 4) * 4
             panels = PanelFigure(capacity, staged=True, on_click=self._on_click, top_margin=MODEBAR_ROOM)
-            self._figures[kind] = panels
+            self._kind = kind
         self.panels = panels
         return panels
 

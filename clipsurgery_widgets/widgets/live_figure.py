@@ -43,7 +43,7 @@ class LiveFigure(go.FigureWidget):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.on_msg(_answer_bundle_request)
+        self.on_msg(_answer_page_request)
 
     # After drawing, plotly's page reports the values it computed ("deltas") and plotly's Python
     # side stores them as defaults, then deletes every property present in both from the figure
@@ -74,7 +74,7 @@ class LiveFigure(go.FigureWidget):
         return super().get_state(key, drop_defaults)
 
 
-def _answer_bundle_request(widget: LiveFigure, content: Any, buffers: Any) -> None:
+def _answer_page_request(widget: LiveFigure, content: Any, buffers: Any) -> None:
     """Requests from the page: plotly's widget code (a page's first figure), or the figure as it is
     now (each view, once drawn: see plotly_frontend.py)."""
     if not isinstance(content, dict):
