@@ -285,6 +285,13 @@ class Lab:
             time.sleep(0.25)
         raise AssertionError(f"cells did not finish within {timeout:.0f} s; prompts: {self.prompts()}")
 
+    def run_notebook(self, path: str, widgets: str = ".clipsurgery-widget .js-plotly-plot") -> None:
+        """Open a notebook, run every cell, check no cell printed an error, wait for ``widgets`` to draw."""
+        self.open(path)
+        self.run_all()
+        assert self.error_outputs() == []
+        self.wait_for_widgets(widgets)
+
     def error_outputs(self) -> list[str]:
         """Text of error outputs (tracebacks) in the open notebook."""
         texts = self.page.eval_on_selector_all(

@@ -52,10 +52,7 @@ def wait_until_interactive(page, timeout_ms: float = 30_000) -> None:
 
 def test_attention_explorer_in_browser(lab):
     page = lab.page
-    lab.open("notebooks/03_attention_qk_vs_vv.ipynb")
-    lab.run_all()
-    assert lab.error_outputs() == []
-    lab.wait_for_widgets(".csw-attention-explorer .js-plotly-plot")
+    lab.run_notebook("notebooks/03_attention_qk_vs_vv.ipynb", ".csw-attention-explorer .js-plotly-plot")
     explorer = page.locator(EXPLORER)
     explorer.scroll_into_view_if_needed()
     page.wait_for_function(f"() => {PLOT_JS}.data.filter(t => t.name === 'heat')[1].z")

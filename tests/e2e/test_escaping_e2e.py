@@ -25,10 +25,7 @@ def test_segmentation_legend_shows_markup_as_text(lab):
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(SOURCE)])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, lab.server.root / "escaping.ipynb")
-    lab.open("escaping.ipynb")
-    lab.run_all()
-    assert lab.error_outputs() == []
-    lab.wait_for_widgets()
+    lab.run_notebook("escaping.ipynb")
     page = lab.page
     page.wait_for_function(f"() => {LEGEND_JS} && {LEGEND_JS}.querySelectorAll('.legendtext').length > 0",
                            timeout=60_000)

@@ -73,10 +73,7 @@ def wait_for_change_ms(page, timeout: float = 30_000) -> float:
 
 def test_quickstart_explorer_in_browser(lab, tmp_path):
     page = lab.page
-    lab.open("notebooks/01_quickstart.ipynb")
-    lab.run_all()
-    assert lab.error_outputs() == []
-    lab.wait_for_widgets()
+    lab.run_notebook("notebooks/01_quickstart.ipynb")
     explorer = page.locator(EXPLORER)
     explorer.scroll_into_view_if_needed()
     assert explorer.locator(".csw-error").inner_text().strip() == ""

@@ -53,10 +53,7 @@ def panel_sum(page, panel: int) -> float:
 
 def test_method_menu_and_methods_view_in_browser(lab):
     page = lab.page
-    lab.open("notebooks/01_quickstart.ipynb")
-    lab.run_all()
-    assert lab.error_outputs() == []
-    lab.wait_for_widgets()
+    lab.run_notebook("notebooks/01_quickstart.ipynb")
     explorer = page.locator(EXPLORER)
     explorer.scroll_into_view_if_needed()
 

@@ -139,10 +139,7 @@ def test_clicks_on_the_image_become_sam_points(lab):
     page = lab.page
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    lab.open("notebooks/04_sam_refinement.ipynb")
-    lab.run_all()
-    assert lab.error_outputs() == []
-    lab.wait_for_widgets()
+    lab.run_notebook("notebooks/04_sam_refinement.ipynb")
     widget = page.locator(".clipsurgery-widget").first
     widget.scroll_into_view_if_needed()
     page.wait_for_function("() => document.querySelector('.clipsurgery-widget .csw-sam-status')"
@@ -251,10 +248,7 @@ def test_sam_controls_widths_instances_and_reload(lab):
     page = lab.page
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    lab.open("notebooks/04_sam_refinement.ipynb")
-    lab.run_all()
-    assert lab.error_outputs() == []
-    lab.wait_for_widgets()
+    lab.run_notebook("notebooks/04_sam_refinement.ipynb")
     widget = page.locator(ROOT).first
     widget.scroll_into_view_if_needed()
     page.wait_for_function(f"() => document.querySelector('{ROOT} .csw-sam-status').textContent.includes('SAM ready')")

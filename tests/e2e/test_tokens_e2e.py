@@ -49,10 +49,7 @@ def test_token_explorer_in_browser(lab):
     page = lab.page
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    lab.open("notebooks/02_multimodal_tokens.ipynb")
-    lab.run_all()
-    assert lab.error_outputs() == []
-    lab.wait_for_widgets()
+    lab.run_notebook("notebooks/02_multimodal_tokens.ipynb")
     explorer = page.locator(EXPLORER)
     explorer.scroll_into_view_if_needed()
     assert explorer.locator(".csw-error").inner_text().strip() == ""
@@ -161,10 +158,7 @@ def test_token_explorer_fits_and_survives_a_reload(lab):
     errors: list[str] = []
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-    lab.open("notebooks/02_multimodal_tokens.ipynb")
-    lab.run_all()
-    assert lab.error_outputs() == []
-    lab.wait_for_widgets()
+    lab.run_notebook("notebooks/02_multimodal_tokens.ipynb")
     explorer = page.locator(EXPLORER)
     explorer.scroll_into_view_if_needed()
 
