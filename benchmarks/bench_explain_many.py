@@ -4,7 +4,9 @@ ViT-B-16 architecture with random weights, CPU, fp32, 16 synthetic images of mix
 temporary folder and read back, input size 448, three labels (their features are computed once before
 timing, so both paths time the image work only). Prints images per second for each path, the ratio,
 the largest difference between the two paths' maps, and the peak RSS
-(process high-water mark) after each path's first batch.
+(process high-water mark) after each path's first batch. On the CPU, explain_many's default is one
+image per pass (batch_size=None), because this comparison found batches no faster per image there
+(0.87-1.03x); pass --batch-size to time the batched tower.
 
     .venv/bin/python benchmarks/bench_explain_many.py [--images 16] [--size 448] [--batch-size 8]
 """

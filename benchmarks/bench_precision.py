@@ -1,6 +1,6 @@
 """bf16 versus fp32: time ratios, map agreement and peak memory, measured in one run (random weights).
 
-    python benchmarks/bench_precision.py [--repeats 5] [--device cpu] [--cases vit224,vit448,rn224,rn448,sam]
+    python benchmarks/bench_precision.py [--repeats 5] [--device cpu] [--cases vit224,vit448,rn224,rn448,rn224-init,rn448-init,sam]
 
 Cases (each in its own process, so that its peak RSS is its own):
 - vit224 / vit448 / rn224 / rn448: ViT-B-16 or RN50, raw + surgery tokens of one image
@@ -9,6 +9,13 @@ Cases (each in its own process, so that its peak RSS is its own):
   scores with fp32's (target >= 0.99), the share of pixels whose argmax label is the same (target
   >= 98%), and that share among "decided" pixels, where fp32's top two labels differ by more than
   2% of the map's range (random weights give near-ties that any rounding flips).
+  RN50 is measured twice: as open_clip initialises it ("rn..-init": every patch token points one
+  way to about 1e-6, so its maps are flat and the agreement is rounding noise), and with trained-
+  like BatchNorms ("rn..", engine.batchnorm.calibrate_batch_norms on the sample images), where the
+  maps have structure. Time ratios are measured on the calibrated tower.
+  For scale, each tower case also runs fp32 on the input pixels rounded to bf16 (the first
+  rounding a bf16 pass makes) and reports how far that alone moves the maps and tokens: a tower
+  that amplifies this tiny change amplifies every rounding of a bf16 pass the same way.
 - sam: Segment Anything vit_b (random weights, no checkpoint) image embedding at 1024, fp32 versus
   bf16 (target <= 0.5x), and the IoU of the masks SAM predicts from three points with each.
 
@@ -23,7 +30,9 @@ import subprocess
 import sys
 import time
 
-CASES = {"vit224": ("ViT-B-16", 224), "vit448": ("ViT-B-16", 448), "rn224": ("RN50", 224), "rn448": ("RN50", 448)}
+CASES = {"vit224": ("ViT-B-16", 224), "vit448": ("ViT-B-16", 448), "rn224": ("RN50", 224), "rn448": ("RN50", 448),
+         "rn224-init": ("RN50", 224), "rn448-init": ("RN50", 448)}
+SAMPLES = ("astronaut", "cat", "coffee", "rocket")
 LABELS = ["a person", "a rocket", "a flag", "the sky", "a helmet"]
 
 
@@ -41,7 +50,7 @@ def _median_time(fn, repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def run_tower_case(name: str, size: int, repeats: int, device: str) -> dict:
+def run_tower_case(name: str, size: int, repeats: int, device: str, calibrate: bool) -> dict:
     import numpy as np
     import open_clip
     import torch
@@ -54,14 +63,22 @@ def run_tower_case(name: str, size: int, repeats: int, device: str) -> dict:
     model = open_clip.create_model(name, pretrained=None).to(device).eval()
     tokenizer = open_clip.get_tokenizer(name)
     patch = 32 if name.startswith("RN") else 16
+    mean, std = (0.481, 0.458, 0.408), (0.269, 0.261, 0.276)
+    if calibrate:
+        from clipsurgery_widgets.engine.batchnorm import calibrate_batch_norms
+        calibrate_batch_norms(model.visual, [preprocess(sample_image(s), size, mean, std, patch).to(device)
+                                             for s in SAMPLES])
     rgb = sample_image("astronaut")
-    pixels = preprocess(rgb, size, (0.481, 0.458, 0.408), (0.269, 0.261, 0.276), patch).to(device)
-    out: dict = {"case": f"{name} {size}"}
+    pixels = preprocess(rgb, size, mean, std, patch).to(device)
+    out: dict = {"case": f"{name} {size}" + ("" if calibrate or not name.startswith("RN") else " (open_clip init)")}
     tokens = {}
     for precision in ("fp32", "bf16"):
         out[f"{precision}_s"] = _median_time(lambda: encode_image_tokens(model, pixels, precision=precision), repeats)
         tokens[precision] = encode_image_tokens(model, pixels, precision=precision)
     out["ratio"] = out["bf16_s"] / out["fp32_s"]
+    # The model's own sensitivity, for scale: fp32 on the pixels rounded to bf16 (the first rounding a
+    # bf16 pass makes). A tower that moves its maps this much from that alone amplifies any rounding.
+    tokens["fp32, bf16 pixels"] = encode_image_tokens(model, pixels.to(torch.bfloat16).float(), precision="fp32")
     text = encode_texts(model, tokenizer, LABELS, templates=["a photo of {}."])  # fp32 for both: image side compared
     maps = {}
     for precision, t in tokens.items():
@@ -69,8 +86,18 @@ def run_tower_case(name: str, size: int, repeats: int, device: str) -> dict:
         grid = t.grid
         maps[precision] = F.interpolate(scores.T.reshape(1, len(LABELS), *grid), size=(size, size), mode="bilinear",
                                         align_corners=False)[0].cpu().numpy()
+
+    def pearson_min(a, b) -> float:
+        return float(min(np.corrcoef(a[i].ravel(), b[i].ravel())[0, 1] for i in range(len(LABELS))))
+
+    def relative_error(t) -> float:
+        return float((t.surgery - tokens["fp32"].surgery).norm() / tokens["fp32"].surgery.norm())
+
     a, b = maps["fp32"], maps["bf16"]
-    out["pearson_min"] = float(min(np.corrcoef(a[i].ravel(), b[i].ravel())[0, 1] for i in range(len(LABELS))))
+    out["pearson_min"] = pearson_min(a, b)
+    out["pixels_pearson_min"] = pearson_min(a, maps["fp32, bf16 pixels"])
+    out["token_error"] = relative_error(tokens["bf16"])
+    out["pixels_token_error"] = relative_error(tokens["fp32, bf16 pixels"])
     same = a.argmax(0) == b.argmax(0)
     top2 = np.sort(a, axis=0)[-2:]
     decided = (top2[1] - top2[0]) > 0.02 * (a.max() - a.min())
@@ -119,7 +146,7 @@ def _one(case: str, repeats: int, device: str) -> dict:
     if case == "sam":
         return run_sam_case(repeats, device)
     name, size = CASES[case]
-    return run_tower_case(name, size, repeats, device)
+    return run_tower_case(name, size, repeats, device, calibrate=name.startswith("RN") and not case.endswith("-init"))
 
 
 def _table(rows: list[dict]) -> str:
@@ -135,7 +162,9 @@ def _table(rows: list[dict]) -> str:
         agreement = (f"mask IoU min {r['mask_iou_min']:.3f}" if sam else
                      f"Pearson min {r['pearson_min']:.4f}, argmax {100 * r['argmax_agree']:.1f}% "
                      f"(decided {100 * r['decided_agree']:.1f}% of {100 * r['decided_share']:.0f}%), "
-                     f"token cos min {r['token_cosine_min']:.4f}")
+                     f"token cos min {r['token_cosine_min']:.4f}, token error {100 * r['token_error']:.2f}% "
+                     f"[fp32 on bf16-rounded pixels: Pearson min {r['pixels_pearson_min']:.4f}, "
+                     f"token error {100 * r['pixels_token_error']:.2f}%]")
         lines.append(f"{r['case']} | {r['fp32_s']:.3f} | {r['bf16_s']:.3f} | {r['ratio']:.2f}x | "
                      f"<= {target}x {verdict} | {agreement} | {r['peak_rss_mb']:.0f}")
     return "\n".join(lines)
@@ -146,7 +175,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sam-repeats", type=int, default=1)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--cases", default="vit224,vit448,rn224,rn448,sam")
+    parser.add_argument("--cases", default="vit224,vit448,rn224,rn448,rn224-init,rn448-init,sam")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = parser.parse_args()
     if args.one:

@@ -9,7 +9,9 @@ On a machine with CUDA it
    dense tokens, attention captures and SAM embeddings (and the SAM embedding cache) are on the
    GPU (the Explainer's own caches hold CPU float32 copies by design: they feed numpy figures);
 3. runs the precision-agreement checks of tests/unit/test_precision.py on the GPU (tiny models:
-   every label map's Pearson >= 0.99 with fp32, argmax agreement >= 98%, SAM mask IoU >= 0.95);
+   ViT label maps' Pearson >= 0.99 with fp32 and argmax agreement >= 98%; the tiny ResNet, with
+   its BatchNorms calibrated as in the tests, Pearson >= 0.97 and >= 80% where fp32's labels are
+   not near-ties; SAM mask IoU >= 0.95);
 4. times fp32 against the reduced precision for ViT-B-16 and RN50 at 224 and 448 and SAM vit_b
    (random weights; skipped with --quick), and with --benchmarks runs every benchmarks/bench_*.py;
 and prints one summary table. Without CUDA it says so and exits 0. Exit status 1 when a check fails.
@@ -29,6 +31,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 LABELS = ["person", "rocket", "flag", "sky", "helmet"]
+CALIBRATION_IMAGES = ("astronaut", "cat", "coffee", "rocket")
 
 
 # --- pieces that work without a GPU (tested in tests/unit/test_gpu_check.py) --------------------------
@@ -84,6 +87,12 @@ def pearson_min(a: np.ndarray, b: np.ndarray) -> float:
     return float(min(np.corrcoef(x, y)[0, 1] for x, y in zip(a2, b2)))
 
 
+def decided_pixels(fp32_maps: np.ndarray, share: float = 0.02) -> np.ndarray:
+    """Pixels whose two best fp32 labels differ by more than ``share`` of the maps' range: [T, H, W] -> [H, W]."""
+    top2 = np.sort(fp32_maps, axis=0)[-2:]
+    return (top2[1] - top2[0]) > share * (fp32_maps.max() - fp32_maps.min())
+
+
 class Summary:
     """Rows of (check, status, detail); ``failed`` once any check failed."""
 
@@ -128,10 +137,15 @@ def _timed(fn: Callable[[], Any], device: torch.device, repeats: int = 5) -> flo
 def check_engine(summary: Summary, device: torch.device) -> None:
     from clipsurgery_widgets.engine import (Explainer, capture_attention, encode_dense, encode_image_tokens,
                                             encode_texts, load_model, preprocess, sample_image, segment)
+    from clipsurgery_widgets.engine.batchnorm import calibrate_batch_norms
 
     rgb = sample_image("astronaut")
     for name in ("tiny-random-vit", "tiny-random-resnet"):
         model = load_model(name, device=device)
+        resnet = name.endswith("resnet")
+        if resnet:  # open_clip's init makes every patch token point one way: see engine/batchnorm.py
+            calibrate_batch_norms(model.model.visual, [preprocess(sample_image(s), size, model.mean, model.std, 32)
+                                                       .to(device) for s in CALIBRATION_IMAGES for size in (224, 448)])
         explainer = Explainer(model, cache_dir=False)
         reduced = explainer.resolved_precision()
         summary.add(f"{name}: auto precision", reduced.reduced, f"auto -> {reduced.name} on {device}")
@@ -150,10 +164,14 @@ def check_engine(summary: Summary, device: torch.device) -> None:
                         "; ".join((bad + wrong_dtype(result))[:3]))
         a = explainer.explain(rgb, LABELS, precision="fp32").mapset()
         b = explainer.explain(rgb, LABELS).mapset()  # auto: the reduced precision
-        agree = float((a.maps.argmax(0) == b.maps.argmax(0)).mean())
+        same = a.maps.argmax(0) == b.maps.argmax(0)
+        agree = float(same.mean())
+        decided = float(same[decided_pixels(a.maps)].mean())
         r = pearson_min(a.patch_scores, b.patch_scores)
-        summary.add(f"{name}: maps {reduced.name} vs fp32", r >= 0.99 and agree >= 0.98,
-                    f"Pearson min {r:.4f}, argmax agreement {100 * agree:.1f}%")
+        ok = r >= 0.97 and decided >= 0.8 if resnet else r >= 0.99 and agree >= 0.98
+        summary.add(f"{name}: maps {reduced.name} vs fp32", ok,
+                    f"Pearson min {r:.4f}, argmax agreement {100 * agree:.1f}% ({100 * decided:.1f}% where "
+                    f"fp32's labels are not near-ties)")
         if name.endswith("vit"):
             s32 = segment(model, rgb, LABELS, precision="fp32")
             s16 = segment(model, rgb, LABELS, precision="auto")

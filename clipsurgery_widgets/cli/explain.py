@@ -36,7 +36,9 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
                     help="for a folder or glob of images: write one figure per image into DIR (NAME.png)")
     ex.add_argument("--overwrite", action="store_true",
                     help="with --out-dir: redo figures that already exist (default: skip them)")
-    ex.add_argument("--batch-size", type=int, default=8, help="with --out-dir: images per forward pass (default 8)")
+    ex.add_argument("--batch-size", type=int, default=None,
+                    help="with --out-dir: images per forward pass (default: 1 on the CPU, where batches were "
+                         "not faster per image, 8 on a GPU)")
 
 
 def _compare_methods(text: str | None) -> list[str] | None:

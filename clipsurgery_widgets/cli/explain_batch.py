@@ -40,7 +40,7 @@ def run_explain_many(args: argparse.Namespace, labels: list[str], compare: list[
                      size: int | tuple[int, int]) -> int:
     if args.out_dir is None:
         raise UsageError(f"{args.image!r} is a folder or pattern: give --out-dir DIR for its figures")
-    if not isinstance(args.batch_size, int) or args.batch_size < 1:
+    if args.batch_size is not None and (not isinstance(args.batch_size, int) or args.batch_size < 1):
         raise UsageError(f"--batch-size must be a positive integer, not {args.batch_size!r}")
     suffix = Path(args.out).suffix.lower()
     if suffix not in FIGURE_SUFFIXES:
@@ -72,7 +72,7 @@ def run_explain_many(args: argparse.Namespace, labels: list[str], compare: list[
     check_depth_after_loading(args, model)
     say(f"[2/2] explaining {len(todo)} image(s) from {args.image} with {len(labels)} label(s) at {size}"
         + (f"; {skipped} already written" if skipped else ""))
-    explainer = Explainer(model, precision=args.precision, max_cached_images=max(16, args.batch_size))
+    explainer = Explainer(model, precision=args.precision, max_cached_images=max(16, args.batch_size or 0))
     surgery = {"default": None, "on": True, "off": False}[args.feature_surgery]
     out_dir.mkdir(parents=True, exist_ok=True)
 

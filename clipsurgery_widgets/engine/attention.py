@@ -22,7 +22,7 @@ import torch
 from .errors import ClipSurgeryError
 from .images import preprocess
 from .precision import computing_in
-from .towers.encode import attnpool_qkv, image_tower, resnet_tokens, vit_stream
+from .towers.encode import attnpool_qkv, image_tower, resnet_tokens, tower_for, vit_stream
 from .towers.ops import attention_weights, split_heads_qkv
 
 Query = Union[tuple[int, int], str]
@@ -256,7 +256,8 @@ def capture_attention(model: Any, pixels: torch.Tensor, precision: str | None = 
     if isinstance(pixels, torch.Tensor) and pixels.ndim == 4 and pixels.shape[0] != 1:
         raise AttentionInputError(f"capture_attention takes one image at a time (got a batch of {pixels.shape[0]}); "
                                   f"pass pixels[i:i + 1] for each image.")
-    with torch.no_grad(), computing_in(precision, visual):
+    with torch.no_grad(), computing_in(precision, visual) as p:
+        visual = tower_for(model, visual, p)  # reduced precisions: the cached bf16/fp16 copy
         if family == "vit":
             stream = vit_stream(visual, pixels)
             blocks = visual.transformer.resblocks

@@ -14,7 +14,8 @@ mode, no thread count, no autocast state is left behind.
 The image towers (``encode_image_tokens``, ``encode_dense``) avoid that per-call re-casting, which
 took about 40% of a bf16 ViT-B-16 pass: ``reduced_tower(visual, p)`` gives a PRIVATE eval-mode copy
 of the tower with its floating weights in bf16/fp16, made once and reused (still run under
-autocast, so layer norms and softmaxes stay float32). Memory cost: about half the tower's fp32
+autocast, so layer norms and softmaxes stay float32; a ResNet's BatchNorms are folded into its
+convolutions there, see batchnorm). Memory cost: about half the tower's fp32
 size (ViT-B-16: ~170 MB), held for as long as the user's model lives, one copy per reduced dtype
 and device. A copy is dropped and rebuilt when the tower's weights change in place (version
 counters, data pointers and identities of its tensors, see ``model_guard.weights_signature``) or
@@ -35,6 +36,7 @@ from typing import Any, Iterator
 
 import torch
 
+from .batchnorm import fold_batch_norms
 from .errors import ClipSurgeryError
 from .model_guard import eval_view, weights_signature
 
@@ -221,14 +223,19 @@ def _cast_copy(visual: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     """An eval-mode copy of ``visual`` with its floating parameters and buffers in ``dtype``.
 
     eval_view gives every module its own parameter and buffer dicts, so replacing entries there
-    leaves the user's modules alone; integer buffers stay shared.
+    leaves the user's modules alone; integer buffers stay shared. A ResNet's BatchNorms are folded
+    into their convolutions first, in float32 (batchnorm), and its convolution weights are stored
+    channels-last, the layout oneDNN and cuDNN run reduced-precision convolutions fastest in
+    (RN50 bf16 at 448 on this CPU: 0.090 s -> 0.056 s; resnet_features feeds it channels-last pixels).
     """
     copy = eval_view(visual)
+    layout = torch.channels_last if fold_batch_norms(copy) else torch.preserve_format
     for module in copy.modules():
         for name, param in module._parameters.items():
             if param is not None and param.is_floating_point():
-                module._parameters[name] = torch.nn.Parameter(param.detach().to(dtype, copy=True),
-                                                              requires_grad=False)
+                cast = param.detach().to(dtype, copy=True,
+                                         memory_format=layout if param.dim() == 4 else torch.preserve_format)
+                module._parameters[name] = torch.nn.Parameter(cast, requires_grad=False)
         for name, buffer in module._buffers.items():
             if buffer is not None and buffer.is_floating_point():
                 module._buffers[name] = buffer.detach().to(dtype, copy=True)

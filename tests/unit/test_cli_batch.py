@@ -76,6 +76,16 @@ def test_explain_many_runs_the_image_tower_once_per_batch(tiny_vit, monkeypatch)
     images = [picture(i) for i in range(7)]
     Explainer(tiny_vit, cache_dir=False).explain_many(images, LABELS, batch_size=3, progress=False)
     assert calls == [3, 3, 1]
+    calls.clear()  # the default on the CPU: one image per pass (batches were not faster there)
+    Explainer(tiny_vit, cache_dir=False).explain_many(images[:3], LABELS, progress=False)
+    assert calls == [1, 1, 1]
+
+
+def test_the_default_batch_size_follows_the_device():
+    from clipsurgery_widgets.engine.batch_explain import default_batch_size
+
+    assert default_batch_size("cpu") == default_batch_size(torch.device("cpu")) == 1
+    assert default_batch_size("cuda:0") == default_batch_size(torch.device("cuda")) == 8
 
 
 def test_explain_many_progress_bar_and_bad_batch_size(tiny_vit, capsys):

@@ -89,3 +89,19 @@ def test_cache_keys_differ_per_precision_and_fp32_keys_are_unchanged():
     assert len(set(keys.values())) == 3
     assert keys["fp32"] == embedding_key("fp", rgb, 1024)
     assert Precision("fp32", "cuda").cache_tag == () and Precision("bf16", "cuda").cache_tag == ("bf16",)
+
+
+def test_the_engine_checks_pass_on_the_cpu_with_auto_as_bf16(gpu_check, monkeypatch):
+    """check_engine as it runs on a GPU, with the CPU standing in and "auto" resolving to bf16
+    (the boundary: the CUDA device itself, its fp16 and its timings are not exercised here)."""
+    from clipsurgery_widgets.engine import precision
+
+    real = precision.resolve_precision
+    monkeypatch.setattr(precision, "resolve_precision",
+                        lambda name, where="cpu": "bf16" if name == "auto" else real(name, where))
+    summary = gpu_check.Summary()
+    gpu_check.check_engine(summary, torch.device("cpu"))
+    rows = {check: (status, detail) for check, status, detail in summary.rows}
+    assert rows["tiny-random-resnet: maps bf16 vs fp32"][0] == "ok"
+    assert rows["tiny-random-vit: maps bf16 vs fp32"][0] == "ok"
+    assert not summary.failed, summary.table()

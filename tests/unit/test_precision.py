@@ -25,22 +25,12 @@ def calibrated_resnet():
     (zero-initialised bn3, BatchNorm statistics of no data), so its maps are rounding noise even in fp32.
     Here bn3 is switched on and the BatchNorm statistics are measured on the sample images."""
     from clipsurgery_widgets.engine import wrap_model
+    from clipsurgery_widgets.engine.batchnorm import calibrate_batch_norms
     from clipsurgery_widgets.engine.loading import build_tiny_model
 
     clip = build_tiny_model("tiny-random-resnet")
-    visual = clip.visual
-    with torch.no_grad():
-        for name, module in visual.named_modules():
-            if name.endswith("bn3"):
-                module.weight.fill_(1.0)
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.reset_running_stats()
-                module.momentum = None
-        visual.train()
-        for name in ("astronaut", "cat", "coffee", "rocket"):
-            for size in (224, 448):
-                x = preprocess(sample_image(name), size, (0.48, 0.46, 0.41), (0.27, 0.26, 0.28), 32)
-                visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(x)))))
+    calibrate_batch_norms(clip.visual, [preprocess(sample_image(name), size, (0.48, 0.46, 0.41), (0.27, 0.26, 0.28), 32)
+                                        for name in ("astronaut", "cat", "coffee", "rocket") for size in (224, 448)])
     return wrap_model(clip.eval())
 
 
@@ -354,3 +344,18 @@ def test_an_in_place_weight_change_rebuilds_the_copy(counted_copies, astronaut):
     assert len(made) == 2
     assert torch.nn.functional.cosine_similarity(after, reference, dim=-1).min() > 0.99
     assert torch.nn.functional.cosine_similarity(after, before, dim=-1).max() < -0.99
+
+
+@pytest.mark.parametrize("tokens", [5, 197, 785])
+def test_cpu_bf16_attention_matches_the_fused_kernel(tokens, monkeypatch):
+    from clipsurgery_widgets.engine.towers import ops
+
+    monkeypatch.setattr(ops, "_CPU_BF16_SCORE_CHUNK", 3 * tokens * tokens)  # chunks of 3 heads: 12 heads in 4
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 6, tokens, 16, generator=generator) for _ in range(3))
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    with torch.no_grad():
+        got = ops.attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+        assert got.dtype == torch.bfloat16 and got.shape == expected.shape
+        assert torch.nn.functional.cosine_similarity(got.float().flatten(1), expected.flatten(1)).min() > 0.999
+        assert torch.equal(ops.attention(q, k, v), expected)  # fp32: the fused kernel itself

@@ -27,6 +27,7 @@ from torch import nn
 from ..errors import ClipSurgeryError, UnsupportedModelError
 from ..precision import computing_in
 from ..towers.ops import attention_weights, split_heads_qkv
+from ..towers.encode import tower_for
 from ..towers.vit import check_vit, vit_stream
 
 # decompose refuses batches whose terms would need more than this (override with max_bytes=...).
@@ -134,13 +135,13 @@ def decompose(model: Any, pixels: torch.Tensor, spatial: bool = True,
             58 MB per image for ViT-B/16 at 224) or sum it away (about 0.3 MB).
         max_bytes: refuse a batch whose terms would exceed this many bytes (None: no limit).
         precision: "fp32" (None: fp32, or an enclosing using_precision block's), "bf16", "fp16" or
-            "auto"; the tower runs under autocast, the terms are summed in float32.
+            "auto"; reduced precisions run the cached bf16/fp16 tower copy under autocast, the terms are summed in float32.
     Returns:
         :class:`Decomposition` with float32 terms on the model's device.
     """
     visual = vision_tower(model)
     with computing_in(precision, visual) as p:
-        d = _decompose(visual, pixels, spatial, max_bytes)
+        d = _decompose(tower_for(model, visual, p), pixels, spatial, max_bytes)
     return Decomposition(attn=d.attn, mlp=d.mlp, norm=p.output(d.norm), grid=d.grid) if p.reduced else d
 
 

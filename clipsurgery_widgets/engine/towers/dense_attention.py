@@ -24,7 +24,7 @@ import torch
 from ..errors import MethodError
 from ..precision import computing_in
 from .dense_params import STREAM_METHODS, first_changed_block, resolve_params
-from .encode import image_tower
+from .encode import image_tower, tower_for
 from .ops import split_heads_qkv
 from .pos_tables import dense_embed
 from .vit import num_blocks, run_block
@@ -178,7 +178,8 @@ def method_attention(model: Any, pixels: torch.Tensor, method: str, layer: int |
     total = num_blocks(visual)
     resolved = resolve_params(method, params, total)
     index = _method_layer(method, resolved, layer, total)
-    with computing_in(precision, visual):
+    with computing_in(precision, visual) as p:
+        visual = tower_for(model, visual, p)  # reduced precisions: the cached bf16/fp16 copy
         z, grid = dense_embed(visual, pixels, resolved["pos_resize"])
         blocks = visual.transformer.resblocks
         for block in blocks[:index]:

@@ -112,3 +112,30 @@ def attention_weights(queries: torch.Tensor, keys: torch.Tensor, scale: float | 
     """
     scale = queries.shape[-1] ** -0.5 if scale is None else scale
     return torch.softmax(scale * queries @ keys.transpose(-2, -1), dim=-1)
+
+
+# Scores per chunk in the CPU bf16 attention below: 2M bf16 values (4 MB) stay in cache; one 12-head
+# 785-token score tensor (448 px) does not, and ran slower than the fused kernel unchunked.
+_CPU_BF16_SCORE_CHUNK = 2_000_000
+
+
+def attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """softmax(d^-0.5 queries keys^T) values: [B, H, T, d] x3 -> [B, H, T, d].
+
+    ``F.scaled_dot_product_attention``, except for bf16 on the CPU without autograd: torch's fused
+    CPU kernel is no faster in bf16 than in fp32 (11 ms per ViT-B-16 layer at 448 either way), while
+    two bf16 batched matmuls with a softmax between them, a few heads at a time, take about half
+    that. The scores are rounded to bf16 before the softmax; the surgery tokens of ViT-B-16 moved by
+    the same 0.8% from fp32 either way (benchmarks/bench_precision.py).
+    """
+    if not (queries.dtype == torch.bfloat16 and queries.device.type == "cpu" and not torch.is_grad_enabled()):
+        return F.scaled_dot_product_attention(queries, keys, values)
+    b, h, t, d = queries.shape
+    q, k, v = (x.reshape(b * h, t, d) for x in (queries, keys, values))
+    out = torch.empty_like(q)
+    step = max(1, _CPU_BF16_SCORE_CHUNK // (t * t))
+    for start in range(0, b * h, step):
+        part = slice(start, start + step)
+        scores = torch.bmm(q[part], k[part].transpose(1, 2)).mul_(d ** -0.5)
+        torch.bmm(torch.softmax(scores, dim=-1), v[part], out=out[part])
+    return out.view(b, h, t, d)

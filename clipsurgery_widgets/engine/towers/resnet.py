@@ -32,6 +32,8 @@ def resnet_features(visual: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
         # BatchNorm in training mode would update the model's running statistics.
         raise ValueError("The ResNet image tower is in training mode; call model.eval() before explaining.")
     x = check_pixels(pixels, (RESNET_STRIDE, RESNET_STRIDE), visual.conv1.weight)
+    if visual.conv1.weight.is_contiguous(memory_format=torch.channels_last):  # the reduced-precision copy
+        x = x.contiguous(memory_format=torch.channels_last)
     x = visual.stem(x)
     return visual.layer4(visual.layer3(visual.layer2(visual.layer1(x))))
 

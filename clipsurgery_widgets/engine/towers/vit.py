@@ -9,11 +9,10 @@ import operator
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from .ops import check_pixels, linear, merge_heads, resized_pos_embed
+from .ops import attention, check_pixels, linear, merge_heads, resized_pos_embed
 
 
 @dataclass(frozen=True)
@@ -114,14 +113,14 @@ def block_update_(block: nn.Module, z: torch.Tensor, y: torch.Tensor | None = No
 
     z, y: [B, T, C]. o_vv = out_proj(softmax(d^-0.5 v v^T) v) is the v-v attention output of
     docs/algorithms.md#architecture-surgery-vit; it shares the block's one in-projection (q, k, v are
-    views of it) and each attention is one fused scaled_dot_product_attention call.
+    views of it) and each attention is one :func:`ops.attention` call.
     """
     attn = block.attn
     q, k, v = _qkv_heads(attn, block.ln_1(z))  # [B, H, T, d] each
     weight, bias = attn.out_proj.weight, attn.out_proj.bias
-    z += block.ls_1(linear(merge_heads(F.scaled_dot_product_attention(q, k, v)), weight, bias))
+    z += block.ls_1(linear(merge_heads(attention(q, k, v)), weight, bias))
     if y is not None:
-        y += block.ls_1(linear(merge_heads(F.scaled_dot_product_attention(v, v, v)), weight, bias))
+        y += block.ls_1(linear(merge_heads(attention(v, v, v)), weight, bias))
     z += block.ls_2(_mlp(block.mlp, block.ln_2(z)))
 
 
