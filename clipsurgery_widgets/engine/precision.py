@@ -11,7 +11,8 @@ by the reduced-precision copies of the weights in use, at most half the model's 
 only while the computation runs. Outside the block nothing changes: no default dtype, no grad
 mode, no thread count, no autocast state is left behind.
 
-The image towers (``encode_image_tokens``, ``encode_dense``) avoid that per-call re-casting, which
+The image towers (``encode_image_tokens``, ``encode_dense``, ``capture_attention``,
+``method_attention``, ``decompose``) avoid that per-call re-casting, which
 took about 40% of a bf16 ViT-B-16 pass: ``reduced_tower(visual, p)`` gives a PRIVATE eval-mode copy
 of the tower with its floating weights in bf16/fp16, made once and reused (still run under
 autocast, so layer norms and softmaxes stay float32; a ResNet's BatchNorms are folded into its
