@@ -79,8 +79,9 @@ def _fold_pair(conv_parent: nn.Module, bn_parent: nn.Module, conv_name: str, bn_
         bias = beta - mean * scale
         if conv.bias is not None:
             bias = bias + conv.bias.float() * scale
-    dtype = conv.weight.dtype
-    conv._parameters["weight"] = nn.Parameter(weight.to(dtype), requires_grad=False)
-    conv._parameters["bias"] = nn.Parameter(bias.to(dtype), requires_grad=False)
+    # Kept in float32: the caller casts the copy once (a second rounding, or fp16 overflow for a tiny
+    # running variance, would come from casting here too).
+    conv._parameters["weight"] = nn.Parameter(weight, requires_grad=False)
+    conv._parameters["bias"] = nn.Parameter(bias, requires_grad=False)
     bn_parent._modules[bn_name] = nn.Identity()
     return 1

@@ -96,7 +96,11 @@ def test_the_bf16_resnet_copy_runs_channels_last_and_agrees(resnet_tower):
     assert copy.layer1[0].conv2.weight.is_contiguous(memory_format=torch.channels_last)
     assert resnet_tower.layer1[0].conv2.weight.is_contiguous()  # the user's stays as it was
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    layouts = []
+    copy.conv1.register_forward_pre_hook(  # on the private copy only
+        lambda module, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = resnet_features(copy, x).float()
+    assert layouts == [True]  # the pixels were handed to the stem channels-last
     expected = resnet_features(resnet_tower, x)
     assert torch.nn.functional.cosine_similarity(got.flatten(), expected.flatten(), dim=0) > 0.99

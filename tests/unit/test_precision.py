@@ -350,12 +350,42 @@ def test_an_in_place_weight_change_rebuilds_the_copy(counted_copies, astronaut):
 def test_cpu_bf16_attention_matches_the_fused_kernel(tokens, monkeypatch):
     from clipsurgery_widgets.engine.towers import ops
 
-    monkeypatch.setattr(ops, "_CPU_BF16_SCORE_CHUNK", 3 * tokens * tokens)  # chunks of 3 heads: 12 heads in 4
+    monkeypatch.setattr(ops, "_CPU_BF16_SCORE_CHUNK", 5 * tokens * tokens)  # 14 heads: chunks of 5, 5 and 4
     generator = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 6, tokens, 16, generator=generator) for _ in range(3))
+    # q, k, v as the ViT blocks pass them: strided views of one packed projection [B, T, 3, H, d].
+    packed = torch.randn(2, tokens, 3, 7, 16, generator=generator)
+    q, k, v = packed.permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, T, d] each, not contiguous
     expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         got = ops.attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
-        assert got.dtype == torch.bfloat16 and got.shape == expected.shape
-        assert torch.nn.functional.cosine_similarity(got.float().flatten(1), expected.flatten(1)).min() > 0.999
+        vv = ops.attention(v.bfloat16(), v.bfloat16(), v.bfloat16())
+    assert got.dtype == torch.bfloat16 and got.shape == expected.shape
+    assert torch.nn.functional.cosine_similarity(got.float().flatten(2), expected.flatten(2), dim=-1).min() > 0.999
+    expected_vv = torch.nn.functional.scaled_dot_product_attention(v, v, v)
+    assert torch.nn.functional.cosine_similarity(vv.float().flatten(2), expected_vv.flatten(2), dim=-1).min() > 0.999
+    with torch.no_grad():
         assert torch.equal(ops.attention(q, k, v), expected)  # fp32: the fused kernel itself
+
+
+def test_an_explainer_and_its_model_share_one_reduced_copy(counted_copies, astronaut):
+    from clipsurgery_widgets.engine.decomposition.terms import decompose
+
+    model, made = counted_copies
+    pixels = preprocess(astronaut, 224, model.mean, model.std, model.patch_size)
+    explainer = Explainer(model, cache_dir=False)
+    for holder in (model, explainer, model, explainer):
+        decompose(holder, pixels, spatial=False, precision="bf16")
+    assert len(made) == 1
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_resnet_in_training_mode_is_refused_in_every_precision(precision, astronaut):
+    from clipsurgery_widgets.engine import capture_attention, load_model
+
+    model = load_model("tiny-random-resnet", device="cpu")
+    pixels = preprocess(astronaut, 224, model.mean, model.std, model.patch_size)
+    model.model.visual.train()
+    for run in (encode_image_tokens, capture_attention):
+        with pytest.raises(ValueError, match="training mode.*model.eval"):
+            run(model, pixels, precision=precision)
+    assert model.model.visual.training  # refused, not switched

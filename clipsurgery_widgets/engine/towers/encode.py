@@ -22,8 +22,8 @@ from ..errors import UnsupportedModelError
 from ..precision import Precision, computing_in, reduced_tower
 from ..results import ImageTokens
 from .ops import (attention_weights, check_pixels, merge_heads, resized_pos_embed, split_heads, split_heads_qkv)
-from .resnet import (RESNET_MODES, attnpool_qkv, check_resnet_mode, resnet_features, resnet_pool_tokens,
-                     resnet_tokens, vv_attention)
+from .resnet import (RESNET_MODES, attnpool_qkv, check_batchnorm_eval, check_resnet_mode, resnet_features,
+                     resnet_pool_tokens, resnet_tokens, vv_attention)
 from .vit import (VitStream, check_depth, check_vit, dual_path_block, num_blocks, project_tokens, run_block,
                   vit_embed, vit_stream, vit_tokens)
 
@@ -59,11 +59,17 @@ def image_tower(model: Any) -> tuple[nn.Module, str]:
 
 def tower_for(model: Any, visual: nn.Module, p: Precision) -> nn.Module:
     """The tower to run in precision ``p``: ``visual`` for fp32, else its cached reduced-precision
-    copy, keyed also by the LoadedModel's fingerprint when ``model`` is one."""
+    copy, keyed also by the LoadedModel's fingerprint when ``model`` is or holds one (an Explainer).
+
+    A ResNet tower in training mode is refused in every precision (the copy itself is in eval mode).
+    """
     if not p.reduced:
         return visual
-    watch = getattr(model, "watch", None)
-    fingerprint = watch.fingerprint() if watch is not None else None
+    check_batchnorm_eval(visual)
+    holder = model
+    while holder is not None and not hasattr(holder, "watch"):  # Explainer -> LoadedModel
+        holder = getattr(holder, "model", None)
+    fingerprint = holder.watch.fingerprint() if holder is not None else None
     return reduced_tower(visual, p, fingerprint)
 
 

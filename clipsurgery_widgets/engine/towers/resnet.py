@@ -25,12 +25,16 @@ def check_resnet_mode(mode: str) -> str:
     return mode
 
 
+def check_batchnorm_eval(visual: nn.Module) -> None:
+    """Refuse a tower with a BatchNorm in training mode (running it would update the model's statistics)."""
+    if any(m.training for m in visual.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
+        raise ValueError("The ResNet image tower is in training mode; call model.eval() before explaining.")
+
+
 @torch.no_grad()
 def resnet_features(visual: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     """Stem and layer1..layer4: pixels [B, 3, H, W] (H, W multiples of 32) -> [B, C, H/32, W/32]."""
-    if any(m.training for m in visual.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
-        # BatchNorm in training mode would update the model's running statistics.
-        raise ValueError("The ResNet image tower is in training mode; call model.eval() before explaining.")
+    check_batchnorm_eval(visual)
     x = check_pixels(pixels, (RESNET_STRIDE, RESNET_STRIDE), visual.conv1.weight)
     if visual.conv1.weight.is_contiguous(memory_format=torch.channels_last):  # the reduced-precision copy
         x = x.contiguous(memory_format=torch.channels_last)
