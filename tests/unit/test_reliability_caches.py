@@ -160,13 +160,6 @@ def test_unwritable_label_cache_warns_once_and_works(vit, tmp_path):
     assert "not-a-dir" in str(cache_warnings[0].message)
 
 
-@pytest.fixture(scope="module")
-def tiny_sam():
-    from clipsurgery_widgets.engine.sam.models import build_tiny_sam
-
-    return build_tiny_sam()
-
-
 def test_sam_cache_in_a_file_path_warns_once_and_works(tmp_path, tiny_sam):
     from clipsurgery_widgets.engine.sam.refiner import SamRefiner
 

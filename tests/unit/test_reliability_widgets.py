@@ -10,8 +10,7 @@ import numpy as np
 import plotly.io as pio
 import pytest
 
-from clipsurgery_widgets.engine.images import sample_image
-from clipsurgery_widgets.engine.sam.refiner import SamRefiner, build_tiny_sam
+from clipsurgery_widgets.engine.sam.refiner import SamRefiner
 from clipsurgery_widgets.widgets import sam as sam_module
 from clipsurgery_widgets.widgets import tokens as tokens_module
 from clipsurgery_widgets.widgets.attention import AttentionExplorer
@@ -23,16 +22,6 @@ from clipsurgery_widgets.widgets.sam import SamWidget
 from clipsurgery_widgets.widgets.tokens import TokenExplorer
 
 MARKUP = "<b>x</b> %{customdata} $y$ & co"
-
-
-@pytest.fixture(scope="module")
-def cat():
-    return sample_image("cat")
-
-
-@pytest.fixture(scope="module")
-def tiny_sam():
-    return build_tiny_sam()
 
 
 class Gate:

@@ -12,7 +12,7 @@ from matplotlib.colors import to_rgba
 
 from clipsurgery_widgets.engine import maps
 from clipsurgery_widgets.engine.errors import ClipSurgeryError, ImageInputError
-from clipsurgery_widgets.engine.sam.refiner import SamRefiner, build_tiny_sam
+from clipsurgery_widgets.engine.sam.refiner import SamRefiner
 from clipsurgery_widgets.figures.sam import (
     BOX_COLOR,
     MASK_COLOR,
@@ -27,11 +27,6 @@ from clipsurgery_widgets.widgets.state import InvalidStateError
 
 H, W = 96, 144
 INJECTION = "<img src=x onerror=alert(1)>"
-
-
-@pytest.fixture(scope="module")
-def tiny_sam():
-    return build_tiny_sam()
 
 
 @pytest.fixture(scope="module")
