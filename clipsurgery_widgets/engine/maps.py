@@ -65,7 +65,7 @@ def map_to_points(
         points: int64 [2 * num, 2] in (x, y) order, positives first (highest score first), then
         negatives (lowest score first). labels: uint8 [2 * num], 1 positive, 0 negative.
     """
-    rule = _point_rule(threshold, threshold_mode, max_points)
+    rule = point_rule(threshold, threshold_mode, max_points)
     cells, cell_grid = _smoothed_cells(patch_scores, grid, downsample)
     positives, negatives = _extreme_cells(cells, *rule)
     points = np.concatenate([_cell_centres(positives, cell_grid, size), _cell_centres(negatives, cell_grid, size)])
@@ -100,7 +100,7 @@ def combine_targets(
     scores = torch.as_tensor(np.asarray(part_scores) if not isinstance(part_scores, torch.Tensor) else part_scores)
     if scores.dim() != 2 or scores.shape[1] < 1:
         raise ValueError(f"part_scores must be [N, P] (one column per part), got shape {tuple(scores.shape)}.")
-    rule = _point_rule(threshold, threshold_mode, max_points)
+    rule = point_rule(threshold, threshold_mode, max_points)
     normed = _min_max(scores.float(), dim=0)
     points, labels = [], []
     for part in range(normed.shape[1]):
@@ -193,8 +193,9 @@ def _smoothed_cells(patch_scores, grid: tuple[int, int], downsample: int) -> tup
 THRESHOLD_MODES = ("value", "quantile")
 
 
-def _point_rule(threshold: float, threshold_mode: str, max_points: int | None) -> tuple[float, str, int | None]:
-    """Check the point rule's settings (docs/algorithms.md#points-for-sam); returned in order for _extreme_cells."""
+def point_rule(threshold: float, threshold_mode: str, max_points: int | None) -> tuple[float, str, int | None]:
+    """Check the point rule's settings (docs/algorithms.md#points-for-sam); returned in order for _extreme_cells
+    (the SAM instance split checks its threshold here too)."""
     if threshold_mode not in THRESHOLD_MODES:
         raise ValueError(f"threshold_mode must be 'value' (a level of the min-max scaled cells) or 'quantile' (a "
                          f"quantile of their values), not {threshold_mode!r}.")

@@ -8,10 +8,11 @@ from typing import Callable
 
 import ipywidgets as widgets
 
+from ..engine import maps
 from .base import precision_toggle
 
 MODES = (("click adds positive", "positive"), ("click adds negative", "negative"), ("drag a box", "box"))
-THRESHOLD_MODES = (("value", "value"), ("quantile", "quantile"))
+THRESHOLD_MODES = tuple((mode, mode) for mode in maps.THRESHOLD_MODES)
 _WIDE = {"description_width": "initial"}
 #: Height kept for the row of the Mask buttons, and width kept for the buttons, so that nothing
 #: around them moves when the row empties (no mask yet, cleared prompts, a new text).

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..maps import point_rule
 from .prompts import as_numpy
 from .results import SamResult, frozen
 
@@ -118,9 +119,7 @@ def instance_prompts(patch_scores: Any, grid: tuple[int, int], image_size: tuple
 
 def instance_level(threshold: float, threshold_mode: str) -> float:
     """Check an instance threshold: a level in [0, 1] of the min-max scaled map, or a quantile in [0, 1]."""
-    if threshold_mode not in ("value", "quantile"):
-        raise ValueError(f"threshold_mode must be 'value' or 'quantile', not {threshold_mode!r}.")
-    level = float(threshold)
+    level, _, _ = point_rule(threshold, threshold_mode, None)  # the map points' checks: mode, number, quantile range
     if not 0.0 <= level <= 1.0:
         kind = "a quantile" if threshold_mode == "quantile" else "a level of the min-max scaled map"
         raise ValueError(f"The instance threshold must be between 0 and 1 ({kind}), not {threshold!r}.")
