@@ -47,7 +47,9 @@ def build_controls(image_names: Sequence[str], num_layers: int) -> dict[str, wid
                                 tooltip="restore everything: no head, attention layer, MLP or embedding ablated"),
         "last4": widgets.Button(description="Ablate all but last 4", layout=widgets.Layout(width="160px"),
                                 tooltip="mean-ablate every attention layer except the last four (the paper's check)"),
-        "stop": widgets.Button(description="Stop", icon="stop", layout=widgets.Layout(width="80px", display="none"),
+        # Hidden (its place kept) until a stoppable job runs: ExplorerWidget._show_stop switches it.
+        "stop": widgets.Button(description="Stop", icon="stop", disabled=True,
+                               layout=widgets.Layout(width="80px", visibility="hidden"),
                                tooltip="stop the pass over the image set (what is done is kept; resume() or a "
                                        "head click continues); shown only while it runs"),
     }

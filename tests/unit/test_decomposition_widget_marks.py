@@ -130,6 +130,7 @@ def test_stop_shows_only_while_the_pass_runs_and_the_constructor_computes_nothin
     shown = w.view.describe()
     assert np.all(np.asarray(shown["grid"]["values"]) == 0) and shown["readout"] is None
     assert w.controls["stop"].layout.visibility == "visible"  # shown: the pass over the set runs
+    assert w.controls["stop"].layout.display != "none" and not w.controls["stop"].disabled
     release.set()
     assert w.wait(60) and w.error is None
     assert not w.stoppable and w.controls["stop"].layout.visibility == "hidden"
