@@ -183,8 +183,7 @@ class AttentionExplorer(KindPanels, ExplorerWidget, AttentionSettings):
         old = self._view
         self._view = AttentionView(self._layer_names, on_map_click=self._on_map_click,
                                    on_layer_click=self._on_layer_click, on_error=self._show_error, kinds=self.kinds,
-                                   width_px=None if old is None else old.width_px, on_width=self._fit_width,
-                                   lock=self._lock)
+                                   width_px=None if old is None else old.width_px, on_width=self._fit_width)
         self._plot_box.children = [self._view.fig]
         if old is not None:
             old.fig.close()

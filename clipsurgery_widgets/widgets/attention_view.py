@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import re
-import threading
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -19,7 +18,7 @@ from ..engine.attention import (GLOBAL, KINDS, STAT_NAMES, STAT_TITLES, Attentio
 from ..engine.method_rows import KIND_METHODS, KindRow
 from ..figures.attention import head_text, kind_title, panel_title, query_text
 from ..figures.style import method_name
-from .attention_layout import IMAGE_HOVER, IMAGE_PANEL, LAYER_HOVER, MAP_HOVER, AttentionLayout
+from .attention_layout import IMAGE_HOVER, IMAGE_PANEL, AttentionLayout
 from .live_figure import LiveFigure
 from .plotting import axis_name, axis_ref, compact, image_data_uri, plotly_colorscale, plotly_text
 
@@ -44,7 +43,7 @@ class AttentionView(AttentionLayout):
                  on_layer_click: Callable[[int, float, float], None],
                  on_error: Callable[[Exception, str], None], kinds: Sequence[str] = KINDS,
                  layer_kinds: Sequence[str] | None = None, width_px: float | None = None,
-                 on_width: Callable[[float], None] | None = None, lock: threading.RLock | None = None):
+                 on_width: Callable[[float], None] | None = None):
         super().__init__(layer_names, kinds, layer_kinds, width_px=width_px)
         self._on_map_click, self._on_layer_click, self._on_error = on_map_click, on_layer_click, on_error
         self._grid: tuple | None = None
@@ -60,11 +59,6 @@ class AttentionView(AttentionLayout):
         # The browser reports the width it drew the figure at: lay out again for it.
         self._on_width = on_width or self.fit
         self.fig.observe(self._width_reported, names="_view_width")
-        self._lock = lock or threading.RLock()
-        self._hover = {index: MAP_HOVER for index in self.map_heat[1:]}
-        self._hover.update({index: LAYER_HOVER for heats in self.layer_heat for index in heats})
-        self._hover[self.map_heat[IMAGE_PANEL]] = IMAGE_HOVER
-        self.fig.observe(self._deltas_reported, names="_js2py_traceDeltas")
         for panel, index in enumerate(self.map_heat):
             self.fig.data[index].on_click(self._handler(self.click_map, panel))
         for layer, heats in enumerate(self.layer_heat):
@@ -96,21 +90,6 @@ class AttentionView(AttentionLayout):
                 except Exception as exc:  # noqa: BLE001 - shown in the widget, which keeps working
                     self._on_error(exc, "reading the clicked point")
         return handle
-
-    # --- hover texts ---------------------------------------------------------------------------
-
-    def _deltas_reported(self, change: dict) -> None:
-        if change["new"] is None:  # plotly has applied the front end's report (and clears it)
-            with self._lock:
-                self._keep_hover()
-
-    def _keep_hover(self) -> None:
-        """Put back the hover texts plotly dropped. Its front end reports the hover text of a heat map drawn
-        without data as an empty default, and the kernel then removes the text from that trace for good."""
-        for index, template in self._hover.items():
-            trace = self.fig.data[index]
-            if trace.z is not None and trace.hovertemplate != template:
-                trace.hovertemplate = template
 
     # --- width -------------------------------------------------------------------------------
 
@@ -166,7 +145,6 @@ class AttentionView(AttentionLayout):
             self._show_stats(rows.layer, query_stats, all_stats)
             if self._style != (cmap, opacity):
                 self.restyle(cmap, opacity)
-            self._keep_hover()
         self._rows = rows
 
     def restyle(self, cmap: str, opacity: float) -> None:
