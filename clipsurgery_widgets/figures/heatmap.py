@@ -10,9 +10,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
@@ -20,7 +17,7 @@ from ..engine.maps import overlay
 from ..engine.regions import region_outline
 from ..engine.results import Explanation
 from .layout import Layout, apply_layout
-from .style import METHOD_NAMES, OUTLINE_COLOR, checked_rgb, label_colors, method_name, new_figure
+from .style import METHOD_NAMES, OUTLINE_COLOR, checked_rgb, grid_colorbar, label_colors, method_name, new_figure
 
 # The two original methods' titles (kept for callers); every method's display name is style.method_name.
 METHOD_TITLES = {"raw": "raw CLIP", "surgery": "CLIP Surgery"}
@@ -61,7 +58,7 @@ def explanation_grid(rgb: np.ndarray, explanation: Explanation, methods: Sequenc
             if col == 0:
                 ax.text(-0.04, 0.5, label, transform=ax.transAxes, rotation=90, ha="right", va="center",
                         fontsize=11)
-    _colorbar(fig, axes, cmap)
+    grid_colorbar(fig, axes, cmap)
     return apply_layout(fig, layout)
 
 
@@ -88,7 +85,7 @@ def label_grid(rgb: np.ndarray, explanation: Explanation, method: str = "surgery
         ax.set_title(labels[index], fontsize=10)
     if len(labels) > 1 or ncols > 1:
         fig.suptitle(method_name(method), fontsize=12)
-    _colorbar(fig, axes, cmap)
+    grid_colorbar(fig, axes, cmap)
     return apply_layout(fig, layout)
 
 
@@ -140,11 +137,6 @@ def _draw_panel(ax, rgb: np.ndarray, heat: np.ndarray | None, cmap: str, opacity
             ax.plot(line[:, 0], line[:, 1], color=OUTLINE_COLOR, linewidth=1.5)
     ax.set_axis_off()
 
-
-def _colorbar(fig: Figure, axes: np.ndarray, cmap: str) -> None:
-    mappable = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=colormaps[cmap])
-    bar = fig.colorbar(mappable, ax=list(axes.flat), shrink=0.8 if axes.shape[0] > 1 else 0.9, pad=0.02)
-    bar.set_label("normalised score", fontsize=9)
 
 
 

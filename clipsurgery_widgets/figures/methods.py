@@ -8,15 +8,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from ..engine.maps import overlay
 from ..engine.results import Explanation
 from .layout import Layout, apply_layout
-from .style import DEFAULT_CMAP, DEFAULT_OPACITY, method_name, new_figure
+from .style import DEFAULT_CMAP, DEFAULT_OPACITY, grid_colorbar, method_name, new_figure
 
 
 def methods_grid(rgb: np.ndarray, explanation: Explanation, methods: Sequence[str] | None = None,
@@ -59,9 +56,5 @@ def methods_grid(rgb: np.ndarray, explanation: Explanation, methods: Sequence[st
                 ax.set_title("image" if column == "image" else method_name(column), fontsize=10)
             if col == 0:
                 ax.set_ylabel(label, fontsize=10)
-    if cmap not in colormaps:
-        raise ValueError(f"Unknown colormap {cmap!r}; use a matplotlib name such as 'jet' or 'viridis'.")
-    bar = fig.colorbar(ScalarMappable(norm=Normalize(0.0, 1.0), cmap=colormaps[cmap]), ax=list(axes.flat),
-                       shrink=0.8 if len(labels) > 1 else 0.9, pad=0.02)
-    bar.set_label("normalised score", fontsize=9)
+    grid_colorbar(fig, axes, cmap)  # a bad cmap was refused by overlay() above
     return apply_layout(fig, layout)

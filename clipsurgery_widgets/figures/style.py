@@ -81,6 +81,13 @@ def inset_colorbar(ax, cmap: str, label: str, limits: tuple[float, float] = (0.0
     return bar
 
 
+def grid_colorbar(fig, axes: np.ndarray, cmap: str) -> None:
+    """One "normalised score" colour bar of ``cmap`` (0 to 1) beside a whole grid of map panels ``axes``."""
+    bar = fig.colorbar(ScalarMappable(norm=Normalize(0.0, 1.0), cmap=colormaps[cmap]), ax=list(axes.flat),
+                       shrink=0.8 if axes.shape[0] > 1 else 0.9, pad=0.02)
+    bar.set_label("normalised score", fontsize=9)
+
+
 # Display names of the dense methods (docs/algorithms.md#dense-methods), for titles, legends and selectors.
 METHOD_NAMES = {"raw": "raw CLIP", "clip_surgery": "CLIP Surgery", "maskclip": "MaskCLIP", "sclip": "SCLIP",
                 "clearclip": "ClearCLIP", "naclip": "NACLIP", "gem": "GEM"}

@@ -20,15 +20,14 @@ from ..engine.decomposition.ablation import Ablation
 from ..figures.decomposition import ABLATED_BAR_COLOR, ATTN_COLOR, MLP_COLOR
 from ..figures.style import ABLATED_COLOR, MARKER_COLOR
 from .live_figure import LiveFigure
-from .plotting import HEAT_TRACE, MODEBAR_ROOM, PanelFigure, compact, plotly_colorscale, plotly_text
+from .plotting import (FIGURE_CONFIG, HEAT_TRACE, MODEBAR_ROOM, PanelFigure, compact, plotly_colorscale,
+                       plotly_text)
 
 FULL_PANEL, HEAD_PANEL = 0, 1
 _HEAT, _ABLATED, _SELECTED, _LAYERS, _MLP_CELLS, _MLP_ABLATED = range(6)  # grid traces
 MLP_CELL_COLOR = "#ffd9b3"  # a light MLP_COLOR: the MLP column's cells, so that a cross on them shows
 MLP_GAP = 0.6  # the MLP column sits this far right of the last head's column (in head units)
 TITLE_TOP = 30  # px from the figure's top to its title: below the plotly toolbar, which never covers it
-#: plotly.js config: the figures have no fixed width and are redrawn at their box's width on a resize
-FIGURE_CONFIG = {"responsive": True, "displaylogo": False}
 _ATTN_BARS, _MLP_BARS = 0, 1  # bar traces carrying data; the others are legend entries
 
 

@@ -35,6 +35,8 @@ TRACES_PER_PANEL = 2
 MODEBAR_ROOM = 36
 #: plotly.js config of the figures (no fixed width): redraw at the cell's width when the window resizes.
 FIGURE_CONFIG = {"responsive": True, "displaylogo": False}
+#: the same without plotly's toolbar, for figures with nothing to zoom or whose toolbar would cover a title.
+NO_TOOLBAR_CONFIG = dict(FIGURE_CONFIG, displayModeBar=False)
 
 
 def image_data_uri(rgb: np.ndarray, max_side: int = 640) -> tuple[str, float]:
@@ -344,7 +346,7 @@ def bar_figure(height: int = 260) -> go.FigureWidget:
     """An empty bar chart for per-label scores at a clicked patch."""
     fig = LiveFigure(go.Bar(x=[], y=[], name="score", marker=dict(color=[])))
     # No toolbar: nothing to zoom in a few bars, and its buttons would sit over the title.
-    fig._config = dict(FIGURE_CONFIG, displayModeBar=False)
+    fig._config = dict(NO_TOOLBAR_CONFIG)
     fig.update_layout(height=height, autosize=True, margin=dict(l=50, r=10, t=40, b=80), showlegend=False,
                       title=dict(text="", font=dict(size=13)), yaxis=dict(title=dict(text="score", font=dict(size=11))),
                       xaxis=dict(tickangle=-40))

@@ -289,9 +289,8 @@ class SamWidget(SamDrawing, SamPresence, SamInstances, SamPrompts, ExplorerWidge
 
     def _on_instances(self) -> None:
         self._update_instances()
-        self._show_instance_controls()
         self._show_warning()
-        self._draw_sam()
+        self._draw_sam()  # also shows or hides the instance row
 
     def _place_auto_points(self) -> None:
         """The map's automatic points at the current threshold; they become SAM's prompts once it is ready."""

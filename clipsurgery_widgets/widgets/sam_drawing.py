@@ -23,6 +23,7 @@ class SamDrawing:
         """SAM's points, box and mask (or the instances), and the controls that depend on them."""
         self._sync_candidates()
         self._show_instance_controls()
+        # Hidden, not removed: the row keeps its height and the controls beside it stay where they are.
         self.controls["candidates"].layout.visibility = "hidden" if self.instances or self.result is None else "visible"
         if self.instances:
             self._draw_instances()

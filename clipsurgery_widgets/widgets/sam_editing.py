@@ -203,5 +203,3 @@ class SamPrompts:
             self.candidate = None if result is None else result.best
         finally:
             self._syncing = False
-        # Hidden, not removed: the row keeps its height and the controls beside it stay where they are.
-        control.layout.visibility = "visible" if result is not None and not self.instances else "hidden"

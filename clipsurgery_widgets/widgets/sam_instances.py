@@ -127,7 +127,6 @@ class SamInstances:
         self.view.show_instances(title, masks, self._instance_key, points, labels, self.opacity)
         for name in EDIT_CONTROLS:
             self.controls[name].disabled = True
-        self.controls["candidates"].layout.visibility = "hidden"
 
     def _show_instance_controls(self) -> None:
         """The instance row: the chooser and links only while the mode is on."""

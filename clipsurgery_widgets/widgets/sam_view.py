@@ -26,7 +26,7 @@ from PIL import Image
 from ..engine.regions import display_step, region_outline
 from ..figures.style import BOX_COLOR, NEGATIVE_COLOR, POSITIVE_COLOR
 from .live_figure import LiveFigure
-from .plotting import image_data_uri, plotly_colorscale, plotly_text, subsample
+from .plotting import NO_TOOLBAR_CONFIG, image_data_uri, plotly_colorscale, plotly_text, subsample
 
 # Trace and layout-image indices (the end-to-end test reads the mask image by its index).
 T_CATCH, T_SELECT, H_HEAT, H_POS, H_NEG = range(5)
@@ -35,8 +35,6 @@ MARKER_RADIUS = 6.5  # screen pixels
 #: Colours of the instance masks (one mask per region), in order; repeated beyond ten.
 INSTANCE_COLORS = ("#22c55e", "#e11d48", "#2563eb", "#f59e0b", "#9333ea", "#0891b2", "#db2777", "#65a30d",
                    "#ea580c", "#4f46e5")
-#: plotly's display options: no toolbar (see the module docstring); redrawn at the cell's width on a resize.
-PLOT_CONFIG = {"displayModeBar": False, "displaylogo": False, "responsive": True}
 PANELS = ("sam", "heat")
 
 ClickHandler = Callable[[float, float, bool], None]  # (x, y, modifier held)
@@ -273,7 +271,7 @@ class SamView:
             yaxis=dict(axis, scaleanchor="x", autorange="reversed", constraintoward="top"),
             xaxis2=dict(axis, domain=[0.0, 0.49]),
             yaxis2=dict(axis, scaleanchor="x2", autorange="reversed", anchor="x2", constraintoward="top")))
-        fig._config = dict(PLOT_CONFIG)
+        fig._config = dict(NO_TOOLBAR_CONFIG)  # no toolbar: see the module docstring
         for index, panel in ((T_CATCH, "sam"), (H_HEAT, "heat")):
             fig.data[index].on_click(lambda trace, points, state, panel=panel: points.point_inds and self.click(
                 points.xs[0], points.ys[0], panel, alt=bool(state and state.alt), shift=bool(state and state.shift)))
