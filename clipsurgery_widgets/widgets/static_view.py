@@ -21,8 +21,8 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 #: An output's text where the live view cannot be shown; ``{name}`` is the widget's class.
 KERNEL_NOTE = "{name}: live view needs its kernel - run this cell again."
 
-# (display id, bundle without the PNG, PNG maker) of outputs shown since the last cell finished.
-_waiting: list[tuple[str, dict, Callable[[], dict | None]]] = []
+# (display id, PNG maker) of outputs shown since the last cell finished.
+_waiting: list[tuple[str, Callable[[], dict | None]]] = []
 
 
 def kernel_note(widget: Any) -> str:
@@ -67,7 +67,7 @@ def show(widget: Any, view_bundle: dict | None, static: Callable[[], tuple[bytes
         data, metadata = png_entry(*static())
         return None if not data else {"data": {**bundle, **data}, "metadata": metadata}
 
-    _waiting.append((handle.display_id, bundle, with_png))
+    _waiting.append((handle.display_id, with_png))
     if add_static_copies not in shell.events.callbacks.get("post_run_cell", []):
         shell.events.register("post_run_cell", add_static_copies)
 
@@ -78,7 +78,7 @@ def add_static_copies(result: Any = None) -> None:
 
     pending = list(_waiting)
     _waiting.clear()
-    for display_id, _bundle, with_png in pending:
+    for display_id, with_png in pending:
         try:
             output = with_png()
         except Exception:  # noqa: BLE001 - no static copy is better than a broken cell

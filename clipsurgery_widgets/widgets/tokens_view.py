@@ -32,7 +32,7 @@ def heat_title(attribution: TokenAttribution | None, token: int | None) -> str:
     """What the map shows, as plain text: the whole caption's map or one word's."""
     if token is None or attribution is None:
         return "Map of the whole caption"
-    return f"Map of “{attribution.tokens.texts[token]}”{_pieces_note(attribution, token)}"
+    return f"Map of {map_name(attribution, token)}"
 
 
 def map_name(attribution: TokenAttribution | None, token: int | None) -> str:
